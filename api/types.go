@@ -450,3 +450,47 @@ type ClientConfig struct {
 	AccessKeyID     string `json:"accessKeyId"`
 	AccessKeySecret string `json:"accessKeySecret"`
 }
+
+// CreateGroupRequest is the body of POST /v1/groups. A repeated create with
+// the same ClientToken returns the group the first one made.
+type CreateGroupRequest struct {
+	Name        string            `json:"name,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	ClientToken string            `json:"clientToken,omitempty"`
+	Spec        GroupSpec         `json:"spec"`
+}
+
+// ImportResult is the body returned by POST /v1/images/import.
+type ImportResult struct {
+	Images []Image          `json:"images"`
+	Hosts  []HostImportStat `json:"hosts"`
+}
+
+// HostImportStat says how an import went on one host.
+type HostImportStat struct {
+	HostID string `json:"hostId"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Interactive exec over WebSocket (GET /v1/groups/{id}/exec/ws). Every
+// binary message starts with one channel byte; the rest is payload.
+const (
+	ExecChannelStdin  byte = 0 // client → server: bytes for the process
+	ExecChannelStdout byte = 1 // server → client
+	ExecChannelStderr byte = 2 // server → client (without a TTY)
+	ExecChannelExit   byte = 3 // server → client: JSON ExecExit, then close
+	ExecChannelResize byte = 4 // client → server: JSON TermSize
+	ExecChannelClose  byte = 5 // client → server: stdin reached EOF
+)
+
+// ExecExit ends an interactive exec.
+type ExecExit struct {
+	ExitCode int    `json:"exitCode"`
+	Error    string `json:"error,omitempty"`
+}
+
+// TermSize is a terminal size for exec resize messages.
+type TermSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
