@@ -1,0 +1,37 @@
+# skiff — build and test.
+#   make build   the one binary, bin/skiff
+#   make test    installs what the tests need (apt-get, when missing), then
+#                vet, unit, privileged and integration tests, short fuzz runs
+#                and a leak check. Run as root: the sandboxes are real.
+
+GO       ?= go
+GOFLAGS  ?=
+FUZZTIME ?= 10s
+PKGS     := ./...
+
+.PHONY: build test deps vet unit fuzz leakcheck clean
+
+build:
+	$(GO) build $(GOFLAGS) -o bin/skiff ./cmd/skiff
+
+deps:
+	@scripts/deps.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit: build
+	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test $(GOFLAGS) -count=1 -timeout 30m $(PKGS)
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCreateRequest$$' -fuzztime=$(FUZZTIME) ./internal/server
+	$(GO) test -run='^$$' -fuzz='^FuzzParseQuantity$$' -fuzztime=$(FUZZTIME) ./api
+	@scripts/fuzz-more.sh $(FUZZTIME)
+
+leakcheck:
+	@scripts/leakcheck.sh
+
+test: deps vet unit fuzz leakcheck
+
+clean:
+	rm -rf bin

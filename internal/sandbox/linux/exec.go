@@ -1,0 +1,154 @@
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/skiffhq/skiff/internal/sandbox"
+)
+
+// Exec implements sandbox.Runtime. The command is started through the exec
+// helper (nsenter.c): a re-exec of this binary that joins the container's
+// cgroups and namespaces before the Go runtime starts, forks into its pid
+// namespace and relays the command's exit status. The command gets the
+// container's environment overlaid with cfg.Env, and the container's user.
+func (r *Runtime) Exec(ctx context.Context, sandboxID, name string, cfg sandbox.ExecConfig) (int, error) {
+	if len(cfg.Args) == 0 || cfg.Args[0] == "" {
+		return -1, fmt.Errorf("%w: exec: no command", sandbox.ErrInvalid)
+	}
+	c, err := r.container(sandboxID, name)
+	if err != nil {
+		return -1, err
+	}
+	c.mu.Lock()
+	running, pid, st := c.st.Running, c.st.PID, c.st
+	c.mu.Unlock()
+	if !running {
+		return -1, fmt.Errorf("%w: container %q", sandbox.ErrNotRunning, name)
+	}
+
+	cmd := exec.CommandContext(ctx, "/proc/self/exe")
+	cmd.Args = append([]string{"skiff-nsenter"}, cfg.Args...)
+	cmd.Env = append(mergeEnv(st.Env, cfg.Env),
+		nsenterEnv+"="+strconv.Itoa(pid),
+		"_SKIFF_NSENTER_CGROUPS="+strings.Join(r.cg.procsFiles(cgroupRel(sandboxID, name)), ":"),
+		"_SKIFF_NSENTER_UID="+strconv.FormatUint(uint64(st.UID), 10),
+		"_SKIFF_NSENTER_GID="+strconv.FormatUint(uint64(st.GID), 10),
+	)
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return -1, err
+	}
+	defer errR.Close()
+	cmd.ExtraFiles = []*os.File{errW} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The helper's output is the command's; do not wait for readers that
+	// outlive it (a stdin reader blocked on a network peer).
+	cmd.WaitDelay = time.Second
+
+	var copies sync.WaitGroup
+	var ptmx *os.File
+	if cfg.TTY {
+		var tty *os.File
+		ptmx, tty, err = pty.Open()
+		if err != nil {
+			errW.Close()
+			return -1, fmt.Errorf("exec: open pty: %w", err)
+		}
+		defer ptmx.Close()
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		cmd.SysProcAttr.Setctty = true
+		cmd.SysProcAttr.Ctty = 0
+		defer tty.Close()
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
+	}
+	err = cmd.Start()
+	errW.Close()
+	if err != nil {
+		return -1, fmt.Errorf("%w: exec: %v", sandbox.ErrUnavailable, err)
+	}
+	if ptmx != nil {
+		// Our copy of the slave must go, or reads never see EOF.
+		cmd.Stdin.(*os.File).Close()
+		if cfg.Stdin != nil {
+			go func() { _, _ = io.Copy(ptmx, cfg.Stdin) }()
+		}
+		if cfg.Stdout != nil {
+			copies.Add(1)
+			go func() { defer copies.Done(); _, _ = io.Copy(cfg.Stdout, ptmx) }()
+		}
+		if cfg.Resize != nil {
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				for {
+					select {
+					case sz, ok := <-cfg.Resize:
+						if !ok {
+							return
+						}
+						_ = pty.Setsize(ptmx, &pty.Winsize{Rows: sz.Rows, Cols: sz.Cols})
+					case <-stop:
+						return
+					}
+				}
+			}()
+		}
+	}
+	// Empty on success: the pipe closes on the command's exec.
+	msg, _ := io.ReadAll(errR)
+	werr := cmd.Wait()
+	if ptmx != nil {
+		waitTimeout(&copies, time.Second)
+	}
+	if len(msg) > 0 {
+		return -1, fmt.Errorf("%w: %s", sandbox.ErrCannotRun, msg)
+	}
+	if ctx.Err() != nil {
+		return -1, ctx.Err()
+	}
+	var ee *exec.ExitError
+	if werr != nil && !errors.As(werr, &ee) && !errors.Is(werr, exec.ErrWaitDelay) {
+		return -1, fmt.Errorf("exec: %w", werr)
+	}
+	return cmd.ProcessState.ExitCode(), nil
+}
+
+// mergeEnv overlays extra on base, by variable name.
+func mergeEnv(base, extra []string) []string {
+	out := make([]string, 0, len(base)+len(extra))
+	idx := map[string]int{}
+	for _, list := range [][]string{base, extra} {
+		for _, kv := range list {
+			k, _, _ := strings.Cut(kv, "=")
+			if i, ok := idx[k]; ok {
+				out[i] = kv
+				continue
+			}
+			idx[k] = len(out)
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}

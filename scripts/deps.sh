@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests use, when missing. Idempotent.
+set -euo pipefail
+need=()
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: warning: not root; the sandbox and integration tests need root and will be skipped" >&2
+fi
+echo "deps: ok"

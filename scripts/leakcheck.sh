@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# After the suite: nothing skiff-made may be left on the machine.
+set -uo pipefail
+bad=0
+m=$(grep -E 'skiff' /proc/self/mountinfo | grep -v ' /work' || true)
+[ -n "$m" ] && { echo "leak: mounts:"; echo "$m"; bad=1; }
+v=$(ip -o link show 2>/dev/null | grep -E ': sk[0-9a-f]' || true)
+[ -n "$v" ] && { echo "leak: veths:"; echo "$v"; bad=1; }
+for c in /sys/fs/cgroup/*/skiff /sys/fs/cgroup/skiff /sys/fs/cgroup/unified/skiff; do
+  if [ -d "$c" ]; then
+    left=$(find "$c" -mindepth 1 -type d 2>/dev/null | head -5)
+    [ -n "$left" ] && { echo "leak: cgroups under $c:"; echo "$left"; bad=1; }
+  fi
+done
+p=$(pgrep -af 'skiff (up|server|agent)|skiff-init' 2>/dev/null | grep -v pgrep || true)
+[ -n "$p" ] && { echo "leak: processes:"; echo "$p"; bad=1; }
+if [ $bad = 0 ]; then echo "leakcheck: clean"; fi
+exit $bad
