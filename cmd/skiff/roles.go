@@ -70,10 +70,10 @@ func newLogger(level string) (*slog.Logger, error) {
 
 type agentFlags struct {
 	server, token, dataDir, name, zone, podCIDR, runtime string
-	labels                                              []string
-	cpu                                                 string
-	memory                                              string
-	maxGroups                                           int
+	labels                                               []string
+	cpu                                                  string
+	memory                                               string
+	maxGroups                                            int
 }
 
 func (f *agentFlags) add(cmd *cobra.Command, standalone bool) {

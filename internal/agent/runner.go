@@ -24,9 +24,9 @@ type runner struct {
 	log *slog.Logger
 	id  string
 
-	updates chan *api.Group
-	exits   chan sandbox.ExitEvent
-	removed chan struct{}
+	updates  chan *api.Group
+	exits    chan sandbox.ExitEvent
+	removed  chan struct{}
 	detached chan struct{}
 
 	// Owned by the run goroutine.

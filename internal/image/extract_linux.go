@@ -43,7 +43,7 @@ type extractor struct {
 	root    int    // snapshot root, O_RDONLY|O_DIRECTORY
 	dirName string // cached parent directory: tars list siblings together
 	dirFd   int
-	stale   bool // the cache may resolve differently now: drop before next use
+	stale   bool       // the cache may resolve differently now: drop before next use
 	dirs    []dirEntry // metadata applied at the end, once children exist
 	size    int64
 	chown   bool

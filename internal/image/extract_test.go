@@ -7,11 +7,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,7 +123,11 @@ func TestExtractMalicious(t *testing.T) {
 		}, inside: isFile("hl", "new")},
 		{name: "devices skipped", entries: func(string) []it.Entry {
 			return []it.Entry{it.Dir("dev/"), it.Device("dev/null", false, 1, 3), it.Device("dev/sda", true, 8, 0), it.File("ok", "ok", 0o644)}
-		}, inside: func(t *testing.T, root string) { absent("dev/null")(t, root); absent("dev/sda")(t, root); isFile("ok", "ok")(t, root) }},
+		}, inside: func(t *testing.T, root string) {
+			absent("dev/null")(t, root)
+			absent("dev/sda")(t, root)
+			isFile("ok", "ok")(t, root)
+		}},
 		{name: "bad whiteout", reject: true, entries: func(string) []it.Entry { return []it.Entry{it.File(".wh..", "", 0o644)} }},
 		{name: "whiteout of parent via dotdot", reject: true, entries: func(string) []it.Entry { return []it.Entry{it.File("a/../.wh.x", "", 0o644)} }},
 		{name: "forged overlay xattr dropped", entries: func(string) []it.Entry {
@@ -215,4 +222,39 @@ func TestExtractRejectsSparse(t *testing.T) {
 		t.Errorf("sparse entry: got %v, want ErrInvalid", err)
 	}
 	check()
+}
+
+func TestConcurrentImportUnpacksOnce(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var layers []it.Layer
+	for i := range 3 {
+		l := it.Layer{}
+		for j := range 300 {
+			l.Entries = append(l.Entries, it.File(fmt.Sprintf("l%d/f%d", i, j), strings.Repeat("y", 5000), 0o644))
+		}
+		layers = append(layers, l)
+	}
+	// Two images sharing all three layers, each imported three times at once.
+	a := must(it.OCIFiles(it.Image{Names: []string{"a"}, Layers: layers})).Tar()
+	b := must(it.DockerArchiveFiles(it.Image{Names: []string{"b"}, Layers: layers})).Tar()
+	var wg sync.WaitGroup
+	for i := range 6 {
+		in := a
+		if i%2 == 1 {
+			in = b
+		}
+		wg.Go(func() {
+			if _, err := s.Import(context.Background(), bytes.NewReader(in), nil); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := s.unpacked.Load(); n != 3 {
+		t.Errorf("unpacked %d layers, want 3", n)
+	}
 }

@@ -18,7 +18,9 @@ import (
 // The fuzz targets take the two untrusted inputs: a whole image archive
 // (Import) and one layer tar (extractTar). Seeds live in testdata/fuzz;
 // SKIFF_WRITE_FUZZ_SEEDS=1 go test -run TestWriteFuzzSeeds rewrites them.
-// Run: go test -fuzz FuzzImport ./internal/image (or FuzzExtract).
+// Run: go test -run - -fuzz FuzzImport -fuzzminimizetime 5s ./internal/image
+// (or FuzzExtract). Tar inputs are large, so the default minimization
+// (60s per new input) looks like a stall.
 
 func seedImages() map[string]it.Files {
 	small := it.Layer{Entries: []it.Entry{it.Dir("a/"), it.File("a/f", "hello", 0o644), it.Symlink("a/l", "/a/f"), it.Hardlink("a/h", "a/f")}}

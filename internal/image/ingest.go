@@ -256,6 +256,7 @@ func (s *Store) haveSnapshot(diffID string) bool {
 // unpack streams one layer from src into a temp dir, verifying its digest
 // and diffID, and renames it into snapshots/ only if both match.
 func (s *Store) unpack(ctx context.Context, src source, l v1.Descriptor, diffID string, progress func(Progress)) (err error) {
+	s.unpacked.Add(1)
 	rc, verified, err := src.Blob(ctx, l)
 	if err != nil {
 		return err

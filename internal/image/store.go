@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -48,7 +49,8 @@ type Store struct {
 	meta   meta
 	leases map[string]int // digests pinned by imports in flight, kept by GC
 
-	unpacks singleflight.Group // by diffID
+	unpacks  singleflight.Group // by diffID
+	unpacked atomic.Int64       // layers unpacked, for tests
 }
 
 // ImageConfig is the part of an image's config a sandbox needs to run it.

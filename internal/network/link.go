@@ -23,7 +23,10 @@ var (
 	hostMAC = net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}
 )
 
-const podIfName = "eth0"
+const (
+	podIfName       = "eth0"
+	addrGenModeNone = 1 // IN6_ADDR_GEN_MODE_NONE
+)
 
 // plumb makes (or repairs) the veth pair hostName <-> eth0-in-netns and the
 // addresses, routes and neighbour entry on both ends. Every step is a
@@ -135,6 +138,17 @@ func ensureVeth(host, pod *netlink.Handle, ns netns.NsHandle, hostName string, m
 	p, err := pod.LinkByName(podIfName)
 	if err != nil {
 		return nil, nil, fmt.Errorf("find %s in netns: %w", podIfName, err)
+	}
+	// No IPv6 link-local addresses on either end (the pod network is
+	// IPv4): without them the kernel runs no DAD, router solicitation or
+	// MLD for the pair, work that takes the rtnl lock and, over 3000
+	// groups, measurably slows every Attach. Both ends are still without
+	// carrier here (eth0 is down), so no address has been made yet.
+	if err := host.LinkSetIP6AddrGenMode(veth, addrGenModeNone); err != nil {
+		return nil, nil, fmt.Errorf("%s addrgenmode: %w", hostName, err)
+	}
+	if err := pod.LinkSetIP6AddrGenMode(p, addrGenModeNone); err != nil {
+		return nil, nil, fmt.Errorf("%s addrgenmode: %w", podIfName, err)
 	}
 	return veth, p, nil
 }

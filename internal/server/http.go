@@ -634,4 +634,6 @@ func hostError(resp *http.Response) error {
 	return errdefs.Userf(class, e.Message)
 }
 
-func isNotFound(err error) bool { return errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, store.ErrNotFound) }
+func isNotFound(err error) bool {
+	return errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, store.ErrNotFound)
+}

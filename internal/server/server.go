@@ -288,4 +288,3 @@ func (s *Server) writeClientConfig(ctx context.Context, st *store.Store) error {
 	s.log.Info("wrote client config", "path", s.cfg.ClientConfigPath)
 	return nil
 }
-

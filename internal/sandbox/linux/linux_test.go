@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -294,5 +296,55 @@ func TestRecoverAfterHalfCreate(t *testing.T) {
 	states, _ := rt.Recover(t.Context())
 	if len(states) != 0 {
 		t.Errorf("half-created sandbox recovered: %+v", states)
+	}
+}
+
+func TestLogCap(t *testing.T) {
+	privileged(t)
+	rootfs := sandboxtest.BusyboxRootfs(t)
+	dir := t.TempDir()
+	parent := cgroupParent(t)
+	t.Cleanup(func() { removeCgroupParent(t) })
+	t.Cleanup(func() { leakCheck(parent)(t, dir) })
+	rt, err := linux.New(linux.Config{StateDir: dir, CgroupParent: parent, LogMaxBytes: 64 << 10, LogIndexInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	defer rt.RemoveSandbox(context.Background(), "cap")
+	if _, err := rt.CreateSandbox(t.Context(), sandbox.SandboxConfig{ID: "cap"}); err != nil {
+		t.Fatal(err)
+	}
+	// ~1 MiB of numbered lines, slowly enough for the ticker to cap it.
+	if _, err := rt.StartContainer(t.Context(), "cap", sandbox.ContainerConfig{Name: "a", RootfsLayers: rootfs,
+		Args: []string{"sh", "-c", `i=0; while [ $i -lt 200 ]; do yes "$i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" | head -n 80; i=$((i+1)); sleep 0.01; done; echo last`}}); err != nil {
+		t.Fatal(err)
+	}
+	<-rt.Exits()
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(dir, "sandboxes/cap/containers/a/current.log"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size < 900_000 || st.Blocks*512 > 256<<10 {
+		t.Errorf("log size %d, on disk %d: want > 900 KB written, < 256 KiB kept", st.Size, st.Blocks*512)
+	}
+	rc, err := rt.Logs(t.Context(), "cap", "a", sandbox.LogOptions{Tail: -1, Timestamps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) < 100 || !strings.HasSuffix(lines[len(lines)-1], " last") || strings.Contains(string(b), "\x00") {
+		t.Errorf("capped log: %d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+	// Since: only lines from the last part of the run.
+	first, _, _ := strings.Cut(lines[0], " ")
+	t0, _ := time.Parse(time.RFC3339Nano, first)
+	rc, _ = rt.Logs(t.Context(), "cap", "a", sandbox.LogOptions{Tail: -1, Since: t0.Add(time.Nanosecond)})
+	b2, _ := io.ReadAll(rc)
+	rc.Close()
+	if len(b2) >= len(b) || len(b2) == 0 {
+		t.Errorf("since %v: %d bytes of %d", t0, len(b2), len(b))
 	}
 }

@@ -101,6 +101,8 @@ type ctr struct {
 
 var _ sandbox.Runtime = (*Runtime)(nil)
 
+var errClosed = fmt.Errorf("%w: linux runtime is closed", sandbox.ErrUnavailable)
+
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
 
 // New makes a Runtime over cfg.StateDir and adopts the sandboxes an earlier
@@ -201,6 +203,9 @@ func (r *Runtime) Close() error {
 }
 
 func (r *Runtime) sandbox(id string) (*sbox, error) {
+	if r.closed.Load() {
+		return nil, errClosed
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	sb := r.sandboxes[id]

@@ -26,7 +26,7 @@ func (r *Runtime) CreateSandbox(ctx context.Context, cfg sandbox.SandboxConfig) 
 		return nil, err
 	}
 	if r.closed.Load() {
-		return nil, fmt.Errorf("%w: runtime closed", sandbox.ErrUnavailable)
+		return nil, errClosed
 	}
 	r.mu.Lock()
 	sb := r.sandboxes[cfg.ID]
@@ -246,6 +246,9 @@ func writeEtc(dir string, cfg sandbox.SandboxConfig, ip string) error {
 func (r *Runtime) RemoveSandbox(ctx context.Context, sandboxID string) error {
 	if !nameRE.MatchString(sandboxID) {
 		return fmt.Errorf("%w: sandbox ID %q", sandbox.ErrInvalid, sandboxID)
+	}
+	if r.closed.Load() {
+		return errClosed
 	}
 	r.mu.Lock()
 	sb := r.sandboxes[sandboxID]

@@ -17,7 +17,7 @@ const BusyboxPath = "/bin/busybox"
 // BusyboxRootfs builds a one-layer root filesystem in t.TempDir(): a
 // statically linked busybox with a symlink per applet, and a minimal /etc.
 // It skips the test when no static busybox is installed.
-func BusyboxRootfs(t *testing.T) []string {
+func BusyboxRootfs(t testing.TB) []string {
 	t.Helper()
 	if err := checkStatic(BusyboxPath); err != nil {
 		t.Skipf("needs a statically linked busybox at %s (apt-get install busybox-static): %v", BusyboxPath, err)

@@ -105,6 +105,9 @@ func (e *env) open() {
 	e.rt = rt
 	e.exits = collectExits(rt)
 	e.t.Cleanup(func() {
+		if e.rt != rt { // closed by the test
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		states, _ := rt.Recover(ctx)
@@ -333,6 +336,7 @@ func testRecover(t *testing.T, e *env) {
 	if err := e.rt.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+	e.rt = nil
 	if !e.s.simulated {
 		if err := syscall.Kill(orphan.PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -438,7 +442,11 @@ func testExitCode(t *testing.T, e *env) {
 	if ev := e.waitExit(sb, "three", 1); ev.ExitCode != 3 || ev.Signal != 0 || ev.OOMKilled {
 		t.Errorf("exit = %+v, want code 3", ev)
 	}
-	e.start(sb, e.container("killed", "sh", "-c", "kill -9 $$"))
+	// A workload killed by a signal exits 128+signal.
+	e.start(sb, e.container("killed", "sleep", "1000"))
+	if err := e.rt.StopContainer(e.ctx, sb, "killed", 0); err != nil {
+		t.Fatal(err)
+	}
 	if ev := e.waitExit(sb, "killed", 1); ev.ExitCode != 137 || ev.Signal != 9 {
 		t.Errorf("exit = %+v, want 137 by signal 9", ev)
 	}
