@@ -346,6 +346,7 @@ func (s *Store) unpack(ctx context.Context, src source, l v1.Descriptor, diffID 
 	s.mu.Lock()
 	s.meta.Snapshots[diffID] = size
 	s.mu.Unlock()
+	s.opts.log.Debug("unpacked layer", "digest", l.Digest.String(), "diffID", diffID, "bytes", size)
 	return nil
 }
 

@@ -91,8 +91,12 @@ func (r *Runtime) Exec(ctx context.Context, sandboxID, name string, cfg sandbox.
 		}
 		if cfg.Resize != nil {
 			stop := make(chan struct{})
-			defer close(stop)
+			var resizing sync.WaitGroup
+			resizing.Add(1)
+			// Runs before ptmx.Close (deferred earlier).
+			defer func() { close(stop); resizing.Wait() }()
 			go func() {
+				defer resizing.Done()
 				for {
 					select {
 					case sz, ok := <-cfg.Resize:
