@@ -137,6 +137,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.images, err = image.Open(filepath.Join(a.cfg.DataDir, "images")); err != nil {
 		return fmt.Errorf("image store: %w", err)
 	}
+	defer a.images.Close()
 	a.reporter = newReporter(a.log)
 
 	// The runtime needs the pod range, which the first hello settles when
