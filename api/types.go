@@ -359,20 +359,23 @@ type Resources struct {
 
 // Host is one machine running a skiff agent.
 type Host struct {
-	ID            string            `json:"id"`
-	Name          string            `json:"name"`
-	Address       string            `json:"address,omitempty"`
-	Zone          string            `json:"zone,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	State         HostState         `json:"state"`
-	Capacity      Resources         `json:"capacity"`
-	Allocated     Resources         `json:"allocated"`
-	PodCIDR       string            `json:"podCidr,omitempty"`
-	Runtime       string            `json:"runtime,omitempty"`
-	Version       string            `json:"version,omitempty"`
-	JoinedAt      time.Time         `json:"joinedAt"`
-	LastHeartbeat time.Time         `json:"lastHeartbeat"`
-	Revision      int64             `json:"revision,omitempty"`
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Address   string            `json:"address,omitempty"`
+	Zone      string            `json:"zone,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	State     HostState         `json:"state"`
+	Capacity  Resources         `json:"capacity"`
+	Allocated Resources         `json:"allocated"`
+	PodCIDR   string            `json:"podCidr,omitempty"`
+	Runtime   string            `json:"runtime,omitempty"`
+	// Server is the API address of the server replica the agent is
+	// connected to; other replicas forward host-bound calls there.
+	Server        string    `json:"server,omitempty"`
+	Version       string    `json:"version,omitempty"`
+	JoinedAt      time.Time `json:"joinedAt"`
+	LastHeartbeat time.Time `json:"lastHeartbeat"`
+	Revision      int64     `json:"revision,omitempty"`
 }
 
 // Image is an image present in a host's store.

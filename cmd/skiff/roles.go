@@ -34,6 +34,8 @@ func addRoleCommands(root *cobra.Command) {
 
 type serverFlags struct {
 	dataDir, listen, agentListen, etcdEndpoints, etcdClient, etcdPeer, clusterCIDR, policy, logLevel string
+	advertiseAPI                                                                                     string
+	advertiseHosts                                                                                   []string
 }
 
 func (f *serverFlags) add(cmd *cobra.Command, defDir string) {
@@ -47,6 +49,8 @@ func (f *serverFlags) add(cmd *cobra.Command, defDir string) {
 	fl.StringVar(&f.clusterCIDR, "cluster-cidr", "10.64.0.0/12", "range split into one /20 of pod IPs per host")
 	fl.StringVar(&f.policy, "policy", "spread", "placement policy: spread or pack")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.advertiseAPI, "advertise-api", "", "API address other replicas reach this one at (default: --listen)")
+	fl.StringArrayVar(&f.advertiseHosts, "advertise-host", nil, "extra DNS name or IP agents dial this server by (repeatable)")
 }
 
 func (f *serverFlags) config(log *slog.Logger) server.Config {
@@ -57,7 +61,8 @@ func (f *serverFlags) config(log *slog.Logger) server.Config {
 		}
 	}
 	return server.Config{DataDir: f.dataDir, Listen: f.listen, AgentListen: f.agentListen, EtcdEndpoints: eps,
-		EtcdClientURL: f.etcdClient, EtcdPeerURL: f.etcdPeer, ClusterCIDR: f.clusterCIDR, Policy: f.policy, Logger: log}
+		EtcdClientURL: f.etcdClient, EtcdPeerURL: f.etcdPeer, ClusterCIDR: f.clusterCIDR, Policy: f.policy, Logger: log,
+		AdvertiseAPI: f.advertiseAPI, AdvertiseHosts: f.advertiseHosts}
 }
 
 func newLogger(level string) (*slog.Logger, error) {

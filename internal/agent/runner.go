@@ -805,7 +805,11 @@ func (r *runner) publish() {
 	if u.InitContainers == nil {
 		u.InitContainers = []api.ContainerStatus{}
 	}
-	if r.last != nil && len(r.events) == 0 && reflect.DeepEqual(*r.last, u) {
+	// Skip the report when nothing changed since the last one and the
+	// server's record agrees (after a reconnect it may not: the leader marks
+	// a silent host's groups HostNotReady, and the stream resends them).
+	inSync := r.g.Status == st && r.g.Reason == reason && r.g.IP == r.ip
+	if r.last != nil && len(r.events) == 0 && inSync && reflect.DeepEqual(*r.last, u) {
 		return
 	}
 	snapshot := u

@@ -804,3 +804,37 @@ func BenchmarkAttach3000(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkPublish measures publishing one port and taking it back (two
+// iptables-restore runs) next to 200 groups that each have one published.
+func BenchmarkPublish(b *testing.B) {
+	requirePrivileged(b)
+	ctx := context.Background()
+	m := newTestManager(b, testCIDR(b), b.TempDir(), false)
+	ns := newNetNS(b)
+	base := 20000 + randInt(20000)
+	// Claims without veths are enough for the rules: Publish only needs
+	// the address.
+	for i := range 200 {
+		m.mu.Lock()
+		_, err := m.ipam.allocate(fmt.Sprintf("other-%d", i), "")
+		m.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Publish(ctx, fmt.Sprintf("other-%d", i), []Port{{HostPort: base + 1 + i, ContainerPort: 80}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := m.Attach(ctx, "pub", ns); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := m.Publish(ctx, "pub", []Port{{HostPort: base, ContainerPort: 80}}); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Publish(ctx, "pub", nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

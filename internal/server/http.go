@@ -379,7 +379,7 @@ func (a *apiHandler) proxyToHost(op string) handlerFunc {
 		}
 		cl, err := a.hub.Client(g.HostID)
 		if err != nil {
-			return err
+			return a.forward(w, r, g.HostID, err)
 		}
 		target := &url.URL{Scheme: "http", Host: "agent"}
 		rp := &httputil.ReverseProxy{
@@ -400,6 +400,40 @@ func (a *apiHandler) proxyToHost(op string) handlerFunc {
 		rp.ServeHTTP(w, r)
 		return nil
 	}
+}
+
+// headerForwarded marks a call one replica passed to another, so that it
+// is never passed on again.
+const headerForwarded = "X-Skiff-Forwarded"
+
+// forward passes a host-bound call to the replica the host's agent is
+// connected to. The caller's signature stays valid there: it covers the
+// same method, path, query and body, and each replica keeps its own nonces.
+func (a *apiHandler) forward(w http.ResponseWriter, r *http.Request, hostID string, cause error) error {
+	h, err := a.svc.store.GetHost(r.Context(), hostID)
+	if err != nil || h.Server == "" || h.Server == a.hub.apiAddr || r.Header.Get(headerForwarded) != "" {
+		return cause
+	}
+	if alive, err := a.svc.store.AliveHosts(r.Context()); err != nil || !alive[hostID] {
+		return cause
+	}
+	target, err := url.Parse("http://" + h.Server)
+	if err != nil {
+		return cause
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = target.Host
+			pr.Out.Header.Set(headerForwarded, "1")
+		},
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			a.writeError(w, r.Context(), cause)
+		},
+	}
+	rp.ServeHTTP(w, r)
+	return nil
 }
 
 func (a *apiHandler) watch(w http.ResponseWriter, r *http.Request) error {

@@ -34,6 +34,7 @@ type Hub struct {
 	log       *slog.Logger
 	cidrs     *cidrAllocator
 	onChange  func() // a host came or went: the scheduler may have work
+	apiAddr   string // this replica's advertised API address
 
 	mu       sync.Mutex
 	sessions map[string]*agentSession
@@ -265,6 +266,7 @@ func (h *Hub) agentAPI(hostID string) http.Handler {
 			host.Runtime = hello.Runtime
 			host.Version = hello.Version
 			host.State = api.HostReady
+			host.Server = h.apiAddr
 			host.LastHeartbeat = time.Now().UTC()
 			if hello.PodCIDR != "" {
 				host.PodCIDR = hello.PodCIDR

@@ -45,7 +45,10 @@ type Config struct {
 	ClientConfigPath string
 	// AdvertiseHosts are extra names or IPs for the agent port's certificate.
 	AdvertiseHosts []string
-	Logger         *slog.Logger
+	// AdvertiseAPI is the API address other replicas reach this one at
+	// (default: the listen address).
+	AdvertiseAPI string
+	Logger       *slog.Logger
 }
 
 // Server is one control-plane replica.
@@ -178,6 +181,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.APIAddr = apiLn.Addr().String()
 	s.AgentAddr = agentLn.Addr().String()
+	hub.apiAddr = s.cfg.AdvertiseAPI
+	if hub.apiAddr == "" {
+		hub.apiAddr = s.APIAddr
+	}
 
 	apiSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	agentSrv := &http.Server{Handler: hub.Handler(), TLSConfig: hub.TLSConfig(serverCert), ReadHeaderTimeout: 10 * time.Second}

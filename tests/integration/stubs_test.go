@@ -4,4 +4,3 @@ import "testing"
 
 func testScheduling(t *testing.T, cl *cluster)      { t.Skip("todo") }
 func testRestartPolicies(t *testing.T, cl *cluster) { t.Skip("todo") }
-func testBadInput(t *testing.T, cl *cluster)        { t.Skip("todo") }
