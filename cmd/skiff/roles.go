@@ -142,7 +142,18 @@ func newLinuxRuntime(dataDir, podCIDR string, log *slog.Logger) (sandbox.Runtime
 	// A cgroup parent per data dir keeps several agents on one machine
 	// (test fleets) apart.
 	parent := "skiff/" + shortHash(dataDir)
-	return linux.New(linux.Config{StateDir: filepath.Join(dataDir, "sandboxes"), CgroupParent: parent, Network: netw, Logger: log.With("part", "sandbox")})
+	return linux.New(linux.Config{StateDir: filepath.Join(dataDir, "sandboxes"), CgroupParent: parent, Network: podNetwork{netw}, Logger: log.With("part", "sandbox")})
+}
+
+// podNetwork adapts the network manager to the runtime's Publisher.
+type podNetwork struct{ *network.Manager }
+
+func (n podNetwork) Publish(ctx context.Context, id string, ports []sandbox.Port) error {
+	out := make([]network.Port, len(ports))
+	for i, p := range ports {
+		out[i] = network.Port{HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: p.Protocol, HostIP: p.HostIP}
+	}
+	return n.Manager.Publish(ctx, id, out)
 }
 
 func shortHash(s string) string {

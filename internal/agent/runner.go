@@ -380,6 +380,13 @@ func (r *runner) sandboxConfig() sandbox.SandboxConfig {
 			cfg.HostAliases[h.IP] = append(cfg.HostAliases[h.IP], h.Hostnames...)
 		}
 	}
+	for _, c := range s.Containers {
+		for _, p := range c.Ports {
+			if p.HostPort > 0 {
+				cfg.Ports = append(cfg.Ports, sandbox.Port{HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: strings.ToLower(p.Protocol)})
+			}
+		}
+	}
 	for _, v := range s.Volumes {
 		vc := sandbox.VolumeConfig{Name: v.Name}
 		switch {

@@ -192,7 +192,9 @@ func hostSnapshot(prefix netip.Prefix) (*hostState, error) {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	// A dump that raced with another change to the table is marked
+	// interrupted; its result may be inconsistent, so take it again.
+	links, err := retryDump(h.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -202,7 +204,9 @@ func hostSnapshot(prefix netip.Prefix) (*hostState, error) {
 		hs.links[l.Attrs().Name] = true
 		byIndex[l.Attrs().Index] = l.Attrs().Name
 	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -227,4 +231,18 @@ func writeSysctl(name, value string) error {
 		return fmt.Errorf("sysctl %s: %w", name, err)
 	}
 	return nil
+}
+
+// retryDump repeats a netlink dump that was interrupted by a concurrent
+// change (other agents and the kernel add and remove links all the time).
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var out []T
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		out, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return out, err
 }

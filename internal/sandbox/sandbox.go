@@ -91,7 +91,17 @@ type SandboxConfig struct {
 	Options     []string
 	HostAliases map[string][]string // ip -> names
 	Volumes     []VolumeConfig
-	Labels      map[string]string
+	// Ports are published on the host: HostPort → the group's ContainerPort.
+	Ports  []Port
+	Labels map[string]string
+}
+
+// Port is a published port.
+type Port struct {
+	HostPort      int
+	ContainerPort int
+	Protocol      string // "tcp" (default) or "udp"
+	HostIP        string // "" for every host address
 }
 
 // VolumeConfig is a group volume as the runtime makes it.

@@ -136,6 +136,7 @@ func TestCrashSafety(t *testing.T) {
 		}
 		a := cl.agent("host-a")
 		a.p.kill9()
+		t.Logf("killed agent host-a (pid %d) with %d groups running on it", a.p.pid(), len(onA))
 
 		cl.waitHostsState(api.HostNotReady, 30*time.Second, "host-a")
 		out := cl.cli(t, "hosts")
@@ -158,8 +159,10 @@ func TestCrashSafety(t *testing.T) {
 		cl.waitGone(t, orphan.ID, 30*time.Second)
 		kept := onA[1:]
 
+		t.Logf("host-a NotReady, its groups marked HostNotReady and alive; orphan %s deleted; restarting the agent", orphan.Name)
 		cl.runAgent(a)
 		cl.waitHostsReady("host-a")
+		t.Logf("host-a Ready again")
 		for _, g := range kept {
 			now := cl.waitFor(t, g.ID, "Running with no HostNotReady reason", 30*time.Second, func(g *api.Group) bool {
 				return g.Status == api.StatusRunning && g.Reason == ""

@@ -31,6 +31,12 @@ type Network interface {
 	Detach(ctx context.Context, sandboxID string) error
 }
 
+// Publisher is a Network that can also publish host ports; a sandbox that
+// asks for published ports needs one.
+type Publisher interface {
+	Publish(ctx context.Context, sandboxID string, ports []sandbox.Port) error
+}
+
 // Config configures a Runtime.
 type Config struct {
 	// StateDir holds the runtime's durable state, pinned namespaces,

@@ -127,6 +127,15 @@ func (r *Runtime) build(ctx context.Context, sb *sbox, cfg sandbox.SandboxConfig
 			return fmt.Errorf("sandbox network: %w", err)
 		}
 	}
+	if len(cfg.Ports) > 0 {
+		p, ok := r.cfg.Network.(Publisher)
+		if !ok {
+			return fmt.Errorf("%w: published ports need a pod network that can publish them", sandbox.ErrInvalid)
+		}
+		if err := p.Publish(ctx, sb.id, cfg.Ports); err != nil {
+			return fmt.Errorf("publish ports: %w", err)
+		}
+	}
 	if err := writeEtc(filepath.Join(sb.dir, "etc"), cfg, ip); err != nil {
 		return err
 	}
