@@ -131,8 +131,8 @@ func TestCrashSafety(t *testing.T) {
 				onA = append(onA, g)
 			}
 		}
-		if len(onA) < 2 {
-			t.Fatalf("want at least 2 groups Running on host-a, have %d", len(onA))
+		if len(onA) < 3 {
+			t.Fatalf("want at least 3 groups Running on host-a, have %d", len(onA))
 		}
 		a := cl.agent("host-a")
 		a.p.kill9()
@@ -157,7 +157,26 @@ func TestCrashSafety(t *testing.T) {
 			t.Fatal(err)
 		}
 		cl.waitGone(t, orphan.ID, 30*time.Second)
-		kept := onA[1:]
+		// A plain delete waits for the host: Terminating until it is back.
+		pending := onA[1]
+		if _, err := cl.c.DeleteGroup(ctxT(t, 10*time.Second), pending.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if g, err := cl.c.GetGroup(ctxT(t, 10*time.Second), pending.ID); err != nil || !g.Deleting || g.Status != api.StatusTerminating {
+			t.Errorf("delete while the host is down: want Terminating and deleting, got %s (%v)", describe(g), err)
+		}
+		kept := onA[2:]
+		// New groups are not placed on the NotReady host.
+		var fresh []string
+		for i := 0; i < 3; i++ {
+			fresh = append(fresh, cl.create(t, fmt.Sprintf("while-a-down-%d", i), busybox("sleep", "100000"), labels).ID)
+		}
+		for _, id := range fresh {
+			g := cl.waitStatus(t, nil, id, api.StatusRunning, 60*time.Second)
+			if names[g.HostID] == "host-a" {
+				t.Errorf("group %s placed on NotReady host-a", g.Name)
+			}
+		}
 
 		t.Logf("host-a NotReady, its groups marked HostNotReady and alive; orphan %s deleted; restarting the agent", orphan.Name)
 		cl.runAgent(a)
@@ -171,11 +190,52 @@ func TestCrashSafety(t *testing.T) {
 				t.Errorf("group %s not re-adopted: pid %d before the agent crash, %d after", g.Name, containerPID(&g), p)
 			}
 		}
+		cl.waitGone(t, pending.ID, 60*time.Second)
+		if err := poll(30*time.Second, func() (bool, error) { return !pidAlive(containerPID(&pending)), nil }); err != nil {
+			t.Errorf("group %s deleted while its agent was down still runs as pid %d", pending.Name, containerPID(&pending))
+		}
 		if err := poll(30*time.Second, func() (bool, error) { return !pidAlive(containerPID(&orphan)), nil }); err != nil {
 			t.Errorf("orphan group %s (deleted while its agent was down) still runs as pid %d", orphan.Name, containerPID(&orphan))
 		}
 		if err := poll(30*time.Second, func() (bool, error) { return routeTo(orphan.IP) == "", nil }); err != nil {
 			t.Errorf("orphan's IP %s still routed: %s", orphan.IP, routeTo(orphan.IP))
+		}
+		cl.checkSandboxCounts(t)
+	})
+
+	t.Run("AgentStopGraceful", func(t *testing.T) {
+		// SIGTERM stops the agent, never its groups.
+		gs, err := cl.c.ListAllGroups(ctxT(t, 10*time.Second), client.ListOptions{Labels: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := cl.hostNames(t)
+		before := map[string]int{}
+		for _, g := range gs {
+			if names[g.HostID] == "host-b" && g.Status == api.StatusRunning {
+				before[g.ID] = containerPID(&g)
+			}
+		}
+		if len(before) == 0 {
+			t.Fatal("no group on host-b")
+		}
+		b := cl.agent("host-b")
+		if err := b.p.stop(15 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		cl.waitHostsState(api.HostNotReady, 30*time.Second, "host-b")
+		for id, pid := range before {
+			if !pidAlive(pid) {
+				t.Errorf("group %s's process %d died when its agent stopped", id, pid)
+			}
+		}
+		cl.runAgent(b)
+		cl.waitHostsReady("host-b")
+		for id, pid := range before {
+			g := cl.waitFor(t, id, "Running again", 30*time.Second, func(g *api.Group) bool { return g.Status == api.StatusRunning && g.Reason == "" })
+			if p := containerPID(g); p != pid {
+				t.Errorf("group %s: pid %d before the agent restart, %d after", g.Name, pid, p)
+			}
 		}
 		cl.checkSandboxCounts(t)
 	})

@@ -121,7 +121,9 @@ func testScheduling(t *testing.T, cl *cluster) {
 			t.Fatal(err)
 		}
 		cl.waitGone(t, freed.ID, 30*time.Second)
-		g = cl.waitStatus(t, nil, waiting.ID, api.StatusRunning, 60*time.Second)
+		// (ScheduleFailed is not final: poll rather than /wait, which the
+		// helper ends at ScheduleFailed.)
+		g = cl.waitFor(t, waiting.ID, "Running once capacity freed", 60*time.Second, func(g *api.Group) bool { return g.Status == api.StatusRunning })
 		if g.HostID != freed.HostID {
 			t.Errorf("waiting group placed on %s, want the freed %s", names[g.HostID], names[freed.HostID])
 		}
