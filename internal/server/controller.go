@@ -26,6 +26,7 @@ type controller struct {
 	replica  string
 	kick     chan struct{}
 	isLeader func() bool
+	leases   *leaseLog
 }
 
 func (c *controller) wake() {
@@ -58,6 +59,9 @@ func (c *controller) lead(ctx context.Context, leading func(bool)) error {
 		return err
 	}
 	defer sess.Close()
+	if c.leases != nil {
+		c.leases.record(sess.Lease())
+	}
 	el := concurrency.NewElection(sess, c.store.Key("leader"))
 	if err := el.Campaign(ctx, c.replica); err != nil {
 		return err

@@ -35,6 +35,7 @@ type Hub struct {
 	cidrs     *cidrAllocator
 	onChange  func() // a host came or went: the scheduler may have work
 	apiAddr   string // this replica's advertised API address
+	leases    *leaseLog
 
 	mu       sync.Mutex
 	sessions map[string]*agentSession
@@ -224,6 +225,9 @@ func (h *Hub) keepAlive(ctx context.Context, hostID string, sess *yamux.Session)
 	cli := h.store.Client()
 	for ctx.Err() == nil {
 		lease, err := cli.Grant(ctx, 10)
+		if err == nil && h.leases != nil {
+			h.leases.record(lease.ID)
+		}
 		if err == nil {
 			_, err = cli.Put(ctx, h.store.AliveKey(hostID), time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID))
 		}

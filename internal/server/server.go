@@ -131,6 +131,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cli.Close()
 	st := store.New(cli, "")
 
+	leases := &leaseLog{path: filepath.Join(s.cfg.DataDir, "leases")}
+	if n := leases.revokeStale(ctx, cli); n > 0 {
+		s.log.Info("revoked leases left by this replica's previous run", "count", n)
+	}
 	ca, token, err := s.bootstrap(ctx, st)
 	if err != nil {
 		return err
@@ -146,9 +150,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	prefix, _ := netip.ParsePrefix(s.cfg.ClusterCIDR)
 	policy, _ := scheduler.ParsePolicy(s.cfg.Policy)
-	ctl := &controller{store: st, log: s.log.With("part", "controller"), policy: policy, replica: hostname + "/" + s.cfg.Listen, kick: make(chan struct{}, 1)}
+	ctl := &controller{store: st, log: s.log.With("part", "controller"), policy: policy, replica: hostname + "/" + s.cfg.Listen, kick: make(chan struct{}, 1), leases: leases}
 	hub := &Hub{store: st, ca: ca, joinToken: token, log: s.log.With("part", "hub"), sessions: map[string]*agentSession{},
-		cidrs: &cidrAllocator{store: st, cluster: prefix.Masked()}, onChange: ctl.wake}
+		cidrs: &cidrAllocator{store: st, cluster: prefix.Masked()}, onChange: ctl.wake, leases: leases}
 	svc := &Service{store: st, hub: hub, kick: ctl.wake}
 
 	reg := prometheus.NewRegistry()

@@ -161,13 +161,13 @@ func freePorts(t *testing.T, n int) []int {
 
 // server is one `skiff server` replica.
 type server struct {
-	name                                string
-	dataDir                             string
+	name                                 string
+	dataDir                              string
 	api, agentAddr, etcdClient, etcdPeer string
-	etcdEndpoints                       string // external etcd, when set
-	clientConfig                        string
-	token                               string
-	p                                   *proc
+	etcdEndpoints                        string // external etcd, when set
+	clientConfig                         string
+	token                                string
+	p                                    *proc
 }
 
 func (s *server) args() []string {
@@ -353,7 +353,7 @@ func (cl *cluster) hosts(ctx context.Context) (map[string]api.Host, error) {
 	return m, nil
 }
 
-// hostByID maps host ids to names.
+// hostNames maps host ids to names.
 func (cl *cluster) hostNames(t *testing.T) map[string]string {
 	t.Helper()
 	hs, err := cl.c.Hosts(ctxT(t, 10*time.Second))
@@ -448,7 +448,8 @@ func (cl *cluster) cleanup() {
 		}
 	}
 	cl.scope.cleanup(baseline, t.Logf)
-	if t.Failed() && os.Getenv("SKIFF_IT_KEEP") != "" {
+	if os.Getenv("SKIFF_IT_KEEP") != "" {
+		t.Logf("kept %s (SKIFF_IT_KEEP)", cl.dir)
 		return
 	}
 	_ = os.RemoveAll(cl.dir)
@@ -552,11 +553,14 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 
 // ---- group helpers ----
 
-// busybox is a one-container spec running argv with small resources.
+// busybox is a one-container spec running argv with small resources. Its
+// grace period is 1 s: a shell or sleep as pid 1 of its namespace ignores
+// SIGTERM, and the default 30 s would only slow the tests down.
 func busybox(argv ...string) api.GroupSpec {
 	return api.GroupSpec{
-		CPU:    100,
-		Memory: 64 << 20,
+		CPU:                           100,
+		Memory:                        64 << 20,
+		TerminationGracePeriodSeconds: int64p(1),
 		Containers: []api.Container{{
 			Name:    "main",
 			Image:   "busybox:latest",

@@ -27,7 +27,6 @@ var (
 	cidrsShared = []string{"10.213.0.0/20", "10.213.16.0/20", "10.213.32.0/20"}
 	cidrsCrash  = []string{"10.213.48.0/20", "10.213.64.0/20", "10.213.80.0/20"}
 	cidrsHA     = []string{"10.213.96.0/20"}
-	cidrsLone   = []string{"10.213.112.0/20", "10.213.128.0/20", "10.213.144.0/20"}
 )
 
 // cgroupParents records the cgroup parent ("skiff/<hash>") of every agent

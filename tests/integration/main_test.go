@@ -6,7 +6,8 @@
 //	go test ./tests/integration/ -count=1 -v
 //
 // $SKIFF_BIN names a prebuilt binary (the Makefile sets it); otherwise
-// TestMain builds bin/skiff once. After all tests a leak check fails the run
+// TestMain builds bin/skiff once. SKIFF_IT_KEEP=1 keeps the data dirs and
+// process logs of every cluster for a look afterwards. After all tests a leak check fails the run
 // if any mount, veth, cgroup or process made by the tests is left behind.
 package integration
 
@@ -60,6 +61,12 @@ func runMain(m *testing.M) int {
 	}
 	// Sandboxes must be able to traverse the data dirs.
 	_ = os.Chmod(testRoot, 0o755)
+	setupOK := false
+	defer func() {
+		if !setupOK {
+			_ = os.RemoveAll(testRoot)
+		}
+	}()
 
 	if skiffBin = os.Getenv("SKIFF_BIN"); skiffBin == "" {
 		skiffBin = filepath.Join(testRoot, "skiff")
@@ -84,6 +91,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	baseline = snapshotMachine()
+	setupOK = true
 
 	code := m.Run()
 
@@ -94,12 +102,14 @@ func runMain(m *testing.M) int {
 		for _, l := range leaks {
 			fmt.Fprintln(os.Stderr, "  -", l)
 		}
-		forceCleanup(baseline, func(format string, args ...any) { fmt.Fprintf(os.Stderr, "integration: cleanup: "+format+"\n", args...) })
+		forceCleanup(baseline, func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "integration: cleanup: "+format+"\n", args...)
+		})
 		code = 1
 	} else {
 		fmt.Fprintln(os.Stderr, "integration: leak check: clean")
 	}
-	if code == 0 || os.Getenv("SKIFF_IT_KEEP") == "" {
+	if os.Getenv("SKIFF_IT_KEEP") == "" {
 		_ = os.RemoveAll(testRoot)
 	} else {
 		fmt.Fprintln(os.Stderr, "integration: kept", testRoot)
