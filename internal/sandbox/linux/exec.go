@@ -16,6 +16,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/skiffhq/skiff/internal/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // Exec implements sandbox.Runtime. The command is started through the exec
@@ -61,7 +62,7 @@ func (r *Runtime) Exec(ctx context.Context, sandboxID, name string, cfg sandbox.
 	var ptmx *os.File
 	if cfg.TTY {
 		var tty *os.File
-		ptmx, tty, err = pty.Open()
+		ptmx, tty, err = openContainerPTY(pid)
 		if err != nil {
 			errW.Close()
 			return -1, fmt.Errorf("exec: open pty: %w", err)
@@ -155,4 +156,26 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 	case <-done:
 	case <-time.After(d):
 	}
+}
+
+// openContainerPTY opens a terminal pair on the container's own devpts
+// instance, so the process sees a /dev/pts/N that exists inside the
+// container (a host pty would be a dangling name there: `tty` says "not a
+// tty"). The peer is opened with TIOCGPTPEER, which needs no path lookup.
+func openContainerPTY(pid int) (ptmx, tty *os.File, err error) {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/dev/pts/ptmx", pid), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		unix.Close(fd)
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	}
+	// TIOCGPTPEER takes the peer's open flags as its argument.
+	peer, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(unix.TIOCGPTPEER), uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
+		unix.Close(fd)
+		return nil, nil, fmt.Errorf("open pty peer: %w", errno)
+	}
+	return os.NewFile(uintptr(fd), "ptmx"), os.NewFile(peer, "pty"), nil
 }
