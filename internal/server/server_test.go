@@ -303,3 +303,38 @@ func TestOpenAPIAndMetricsUnauthenticated(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchStreamsOwnGroups(t *testing.T) {
+	ts := startServer(t)
+	req, _ := http.NewRequest("GET", ts.cfg.Endpoint+"/v1/watch", nil)
+	api.SignRequest(req, ts.cfg.AccessKeyID, ts.cfg.AccessKeySecret, "", time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("watch: %d", resp.StatusCode)
+	}
+	code, b := ts.do(t, "POST", "/v1/groups", []byte(`{"name":"watched","spec":{"containers":[{"name":"a","image":"busybox"}]}}`), nil)
+	if code != 201 {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	dec := json.NewDecoder(resp.Body)
+	var ev api.WatchEvent
+	if err := dec.Decode(&ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "ADDED" || ev.Group == nil || ev.Group.Name != "watched" {
+		t.Fatalf("first event %+v", ev)
+	}
+	// The scheduler marks it ScheduleFailed (no hosts): a MODIFIED follows.
+	if err := dec.Decode(&ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "MODIFIED" || ev.Group.Status != api.StatusScheduleFailed {
+		t.Fatalf("second event %+v", ev)
+	}
+}
