@@ -108,6 +108,11 @@ func runMain(m *testing.M) int {
 		code = 1
 	} else {
 		fmt.Fprintln(os.Stderr, "integration: leak check: clean")
+		// Agents keep their (empty) cgroup parent across restarts on
+		// purpose; the test hosts are gone for good, so remove theirs.
+		for _, c := range globalScope().cgroupDirs(true) {
+			_ = os.Remove(c)
+		}
 	}
 	if os.Getenv("SKIFF_IT_KEEP") == "" {
 		_ = os.RemoveAll(testRoot)
