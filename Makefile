@@ -9,7 +9,7 @@ GOFLAGS  ?=
 FUZZTIME ?= 10s
 PKGS     := ./...
 
-.PHONY: build test deps vet unit fuzz leakcheck clean
+.PHONY: build test deps vet unit fuzz leakcheck clean k8s-tools
 
 build:
 	$(GO) build $(GOFLAGS) -o bin/skiff ./cmd/skiff
@@ -20,7 +20,12 @@ deps:
 vet:
 	$(GO) vet $(PKGS)
 
-unit: build
+# Real Kubernetes binaries (apiserver, controller-manager, scheduler,
+# kubectl) for tests/kube, built once from tools/k8s and cached by version.
+k8s-tools:
+	@scripts/k8s-tools.sh >/dev/null
+
+unit: build k8s-tools
 	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test $(GOFLAGS) -count=1 -timeout 30m $(PKGS)
 
 fuzz:
@@ -31,7 +36,7 @@ fuzz:
 leakcheck:
 	@scripts/leakcheck.sh
 
-test: deps vet unit fuzz leakcheck
+test: deps vet k8s-tools unit fuzz leakcheck
 
 clean:
 	rm -rf bin

@@ -79,6 +79,9 @@ type Group struct {
 	CreatedAt   time.Time  `json:"createdAt"`
 	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
 	StartedAt   *time.Time `json:"startedAt,omitempty"`
+	// SpotReclaimAt is set on a spot group chosen for reclaim: the time
+	// its containers are stopped (status Expired, reason SpotReclaimed).
+	SpotReclaimAt *time.Time `json:"spotReclaimAt,omitempty"`
 	// RunningAt is when the group last became Running.
 	RunningAt  *time.Time `json:"runningAt,omitempty"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
@@ -118,6 +121,28 @@ type GroupSpec struct {
 	Hostname                      string           `json:"hostname,omitempty"`
 	SecurityContext               *SecurityContext `json:"securityContext,omitempty"`
 	ShareProcessNamespace         bool             `json:"shareProcessNamespace,omitempty"`
+
+	// ImageRegistryCredentials log in to private registries for this
+	// group's pulls (ECI's ImageRegistryCredential). API responses carry
+	// the server and user name only, never the password.
+	ImageRegistryCredentials []ImageRegistryCredential `json:"imageRegistryCredentials,omitempty"`
+	// InsecureRegistries (ECI's InsecureRegistry) are registries, HOST[:PORT],
+	// whose TLS certificate is not verified; PlainHTTPRegistries (ECI's
+	// PlainHttpRegistry) are spoken to over plain HTTP.
+	InsecureRegistries  []string `json:"insecureRegistries,omitempty"`
+	PlainHTTPRegistries []string `json:"plainHttpRegistries,omitempty"`
+	// ImageCacheID pins an image cache; when empty and AutoMatchImageCache
+	// is not false, the server fills in a Ready cache of the account that
+	// holds every image of the group.
+	ImageCacheID        string `json:"imageCacheId,omitempty"`
+	AutoMatchImageCache *bool  `json:"autoMatchImageCache,omitempty"`
+
+	// SpotStrategy is ECI's: "" or NoSpot (on demand), SpotAsPriceGo (run
+	// at the spot price, whatever it is) or SpotWithPriceLimit (only while
+	// the spot price is at most SpotPriceLimit per hour). Spot groups may
+	// be reclaimed when on-demand work needs their capacity.
+	SpotStrategy   string  `json:"spotStrategy,omitempty"`
+	SpotPriceLimit float64 `json:"spotPriceLimit,omitempty"`
 }
 
 // Container is one process tree in a group.

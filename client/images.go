@@ -1,6 +1,8 @@
 package client
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -75,4 +77,46 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		p.fn(p.sent, p.total)
 	}
 	return n, err
+}
+
+// PullImage asks the hosts to pull an image from its registry. progress,
+// when not nil, gets every line of every host's progress as it comes (see
+// api.PullProgress). The result holds one final line ("complete" or
+// "error") per host; err is set only when the request itself failed.
+func (c *Client) PullImage(ctx context.Context, req api.PullImageRequest, progress func(api.PullProgress)) ([]api.PullProgress, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	hreq, err := c.newRequest(ctx, http.MethodPost, c.url(nil, "v1", "images", "pull"), bytes.NewReader(b), hex.EncodeToString(sum[:]))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "application/x-ndjson")
+	resp, err := c.send(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var final []api.PullProgress
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var p api.PullProgress
+		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+			return final, fmt.Errorf("decode pull progress: %w", err)
+		}
+		if progress != nil {
+			progress(p)
+		}
+		if p.Status == "complete" || p.Status == "error" {
+			final = append(final, p)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return final, fmt.Errorf("pull progress stream: %w", err)
+	}
+	return final, nil
 }

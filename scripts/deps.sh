@@ -6,6 +6,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# Image pulls and caches: a real registry in the tests, podman as the benchmark's peer.
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v podman >/dev/null 2>&1 || need+=(podman)
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -10,7 +10,7 @@ v=$(ip -o link show 2>/dev/null | grep -E ': sk[0-9a-f]' || true)
 [ -n "$v" ] && { echo "leak: veths:"; echo "$v"; bad=1; }
 for c in /sys/fs/cgroup/*/skiff /sys/fs/cgroup/skiff /sys/fs/cgroup/unified/skiff; do
   if [ -d "$c" ]; then
-    left=$(find "$c" -mindepth 1 -type d 2>/dev/null | head -5)
+    left=$(find "$c" -mindepth 2 -type d 2>/dev/null | head -5)
     [ -n "$left" ] && { echo "leak: cgroups under $c:"; echo "$left"; bad=1; }
   fi
 done

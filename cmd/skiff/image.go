@@ -19,7 +19,7 @@ func newImageCmd(a *cli) *cobra.Command {
 		Aliases: []string{"images"},
 		Short:   "Manage images in the hosts' stores",
 	}
-	cmd.AddCommand(newImageImportCmd(a), newImageLsCmd(a))
+	cmd.AddCommand(newImageImportCmd(a), newImageLsCmd(a), newImagePullCmd(a))
 	return cmd
 }
 

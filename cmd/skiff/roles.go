@@ -35,6 +35,8 @@ func addRoleCommands(root *cobra.Command) {
 type serverFlags struct {
 	dataDir, listen, agentListen, etcdEndpoints, etcdClient, etcdPeer, clusterCIDR, policy, logLevel string
 	advertiseAPI                                                                                     string
+	priceTable, region                                                                               string
+	spotNotice                                                                                       time.Duration
 	advertiseHosts                                                                                   []string
 }
 
@@ -51,6 +53,9 @@ func (f *serverFlags) add(cmd *cobra.Command, defDir string) {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.advertiseAPI, "advertise-api", "", "API address other replicas reach this one at (default: --listen)")
 	fl.StringArrayVar(&f.advertiseHosts, "advertise-host", nil, "extra DNS name or IP agents dial this server by (repeatable)")
+	fl.StringVar(&f.priceTable, "price-table", "", "JSON price table: {\"currency\",\"onDemand\":{\"vcpuHour\",\"gibHour\"},\"spot\":{...}} (default: built in)")
+	fl.DurationVar(&f.spotNotice, "spot-reclaim-notice", 3*time.Minute, "warning (event SpotToBeReleased) ahead of reclaiming a spot group")
+	fl.StringVar(&f.region, "region", "skiff", "region id the ECI-compatible API reports")
 }
 
 func (f *serverFlags) config(log *slog.Logger) server.Config {
@@ -62,7 +67,8 @@ func (f *serverFlags) config(log *slog.Logger) server.Config {
 	}
 	return server.Config{DataDir: f.dataDir, Listen: f.listen, AgentListen: f.agentListen, EtcdEndpoints: eps,
 		EtcdClientURL: f.etcdClient, EtcdPeerURL: f.etcdPeer, ClusterCIDR: f.clusterCIDR, Policy: f.policy, Logger: log,
-		AdvertiseAPI: f.advertiseAPI, AdvertiseHosts: f.advertiseHosts}
+		AdvertiseAPI: f.advertiseAPI, AdvertiseHosts: f.advertiseHosts,
+		PriceTablePath: f.priceTable, SpotReclaimNotice: f.spotNotice, Region: f.region}
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -79,6 +85,10 @@ type agentFlags struct {
 	cpu                                                  string
 	memory                                               string
 	maxGroups                                            int
+	// Image pulls (internal/image).
+	insecureRegistries []string
+	registryCA         string
+	imageGCThreshold   string
 }
 
 func (f *agentFlags) add(cmd *cobra.Command, standalone bool) {
@@ -96,6 +106,9 @@ func (f *agentFlags) add(cmd *cobra.Command, standalone bool) {
 	fl.StringVar(&f.cpu, "cpu", "", "schedulable vCPU (default: all cores)")
 	fl.StringVar(&f.memory, "memory", "", "schedulable memory, e.g. 16Gi (default: 90% of RAM)")
 	fl.IntVar(&f.maxGroups, "max-groups", 4000, "most groups this host runs")
+	fl.StringArrayVar(&f.insecureRegistries, "insecure-registry", nil, "registry HOST[:PORT] reached over plain HTTP or unverified TLS (repeatable)")
+	fl.StringVar(&f.registryCA, "registry-ca", "", "PEM file of CA certificates that registry certificates may chain to (besides the system's)")
+	fl.StringVar(&f.imageGCThreshold, "image-gc-threshold", "", "prune least recently used unused images when the image store exceeds this size, e.g. 50Gi")
 }
 
 func (f *agentFlags) config(log *slog.Logger) (agent.Config, error) {
@@ -123,6 +136,9 @@ func (f *agentFlags) config(log *slog.Logger) (agent.Config, error) {
 		cfg.Capacity.Memory = int64(q)
 	}
 	cfg.Capacity.Groups = f.maxGroups
+	if err := f.registryConfig(&cfg); err != nil { // pullflags.go
+		return cfg, err
+	}
 	if f.runtime != "linux" {
 		return cfg, fmt.Errorf("--runtime %q: only linux is available", f.runtime)
 	}

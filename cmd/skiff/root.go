@@ -24,6 +24,7 @@ docker-like verbs below against it.`,
 	root.AddGroup(
 		&cobra.Group{ID: "groups", Title: "Container groups:"},
 		&cobra.Group{ID: "fleet", Title: "Images and hosts:"},
+		&cobra.Group{ID: "tenancy", Title: "Accounts and billing:"},
 	)
 	for _, c := range []*cobra.Command{
 		newRunCmd(a), newCreateCmd(a), newPsCmd(a), newInspectCmd(a), newLogsCmd(a),
@@ -33,11 +34,16 @@ docker-like verbs below against it.`,
 		c.GroupID = "groups"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newImageCmd(a), newHostsCmd(a)} {
+	for _, c := range []*cobra.Command{newImageCmd(a), newCacheCmd(a), newHostsCmd(a)} {
 		c.GroupID = "fleet"
 		root.AddCommand(c)
 	}
+	for _, c := range []*cobra.Command{newAccountCmd(a), newUsageCmd(a), newPriceCmd(a)} {
+		c.GroupID = "tenancy"
+		root.AddCommand(c)
+	}
 	addRoleCommands(root)
+	root.AddCommand(inGroup("roles", newKubeletCmd(a)))
 	return root
 }
 

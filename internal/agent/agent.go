@@ -54,9 +54,16 @@ type Config struct {
 	Capacity api.Resources
 	// NewRuntime builds the sandbox runtime once the pod range is known.
 	NewRuntime func(podCIDR string) (sandbox.Runtime, error)
-	// Backoff bounds restart back-off (defaults 1s and 60s).
+	// Backoff bounds restart back-off (defaults 1s and 60s); image pulls
+	// back off five times as long.
 	BackoffBase, BackoffMax time.Duration
-	Logger                  *slog.Logger
+	// Registry is how image pulls reach registries (insecure registries,
+	// CAs, timeouts, retries).
+	Registry image.RegistryConfig
+	// ImageGCThreshold, when set, prunes least recently used images that no
+	// group uses and no image cache pins, once the store holds more.
+	ImageGCThreshold int64
+	Logger           *slog.Logger
 }
 
 // Agent is a running host agent.
@@ -74,6 +81,7 @@ type Agent struct {
 	recovered map[string]sandbox.SandboxState
 
 	reporter *reporter
+	pulls    *pulls
 	ready    chan struct{}
 	readyOne sync.Once
 }
@@ -114,7 +122,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, runners: map[string]*runner{}, recovered: map[string]sandbox.SandboxState{}, ready: make(chan struct{})}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger, runners: map[string]*runner{}, recovered: map[string]sandbox.SandboxState{}, ready: make(chan struct{}), pulls: newPulls()}, nil
 }
 
 // Ready is closed once the agent has synced with the server the first time.
@@ -134,10 +142,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log = a.log.With("host", a.id.HostID)
 	var err error
-	if a.images, err = image.Open(filepath.Join(a.cfg.DataDir, "images")); err != nil {
+	if a.images, err = image.Open(filepath.Join(a.cfg.DataDir, "images"), image.WithRegistry(a.cfg.Registry), image.WithLogger(a.log.With("part", "images"))); err != nil {
 		return fmt.Errorf("image store: %w", err)
 	}
 	defer a.images.Close()
+	go a.runImageGC(ctx)
 	a.reporter = newReporter(a.log)
 
 	// The runtime needs the pod range, which the first hello settles when
@@ -477,6 +486,7 @@ func (a *Agent) assign(ctx context.Context, g *api.Group) {
 		prev = &rec
 	}
 	r := newRunner(a, g, prev)
+	a.pulls.noteGroup(g)
 	a.runners[g.ID] = r
 	go r.run()
 }
@@ -524,6 +534,7 @@ func (a *Agent) forget(id string, r *runner) {
 	a.mu.Lock()
 	if a.runners[id] == r {
 		delete(a.runners, id)
+		a.pulls.release(id)
 	}
 	a.mu.Unlock()
 }

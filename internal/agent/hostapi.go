@@ -64,6 +64,10 @@ func (a *Agent) hostAPI() http.Handler {
 		a.log.Info("imported images", "count", len(imgs))
 		return writeJSONReply(w, imgs)
 	})
+	handle("POST /host/v1/images/pull", a.servePull)
+	handle("GET /host/v1/imagecaches", a.serveCacheList)
+	handle("PUT /host/v1/imagecaches/{id}", a.serveCachePut)
+	handle("DELETE /host/v1/imagecaches/{id}", a.serveCacheDelete)
 	return mux
 }
 

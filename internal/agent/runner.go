@@ -28,6 +28,13 @@ type runner struct {
 	exits    chan sandbox.ExitEvent
 	removed  chan struct{}
 	detached chan struct{}
+	// calls carries work back from the runner's helper goroutines (probe
+	// and hook outcomes); done is closed when the runner ends, and ctx is
+	// cancelled then.
+	calls  chan func()
+	done   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// Owned by the run goroutine.
 	g          *api.Group
@@ -58,13 +65,16 @@ type ctr struct {
 	restartAt time.Time
 	backoff   time.Duration
 	everRan   bool
+	life      lifecycle // probes and hooks of the current instance (probe.go)
 }
 
 func newRunner(a *Agent, g *api.Group, prev *sandbox.SandboxState) *runner {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &runner{
 		a: a, log: a.log.With("group", g.ID), id: g.ID, g: g, prev: prev,
 		updates: make(chan *api.Group, 1), exits: make(chan sandbox.ExitEvent, 64),
 		removed: make(chan struct{}), detached: make(chan struct{}),
+		calls: make(chan func(), 16), done: make(chan struct{}), ctx: ctx, cancel: cancel,
 		restartGen: g.RestartGeneration,
 	}
 }
@@ -89,6 +99,7 @@ func (r *runner) exited(ev sandbox.ExitEvent) {
 	case r.exits <- ev:
 	case <-r.removed:
 	case <-r.detached:
+	case <-r.done:
 	}
 }
 
@@ -114,6 +125,8 @@ func (r *runner) event(typ, reason, container, format string, args ...any) {
 
 func (r *runner) run() {
 	defer r.a.forget(r.id, r)
+	defer close(r.done)
+	defer r.cancel()
 	ctx := context.Background() // workloads outlive the agent's context
 	r.setup()
 	timer := time.NewTimer(time.Hour)
@@ -141,6 +154,8 @@ func (r *runner) run() {
 			r.g = g
 		case ev := <-r.exits:
 			r.handleExit(ev)
+		case f := <-r.calls:
+			f()
 		case <-timer.C:
 		case <-r.removed:
 			r.teardown(ctx, false)
@@ -205,6 +220,11 @@ func (r *runner) setup() {
 			c.st.Reason = ""
 			c.st.PID = cs.PID
 			c.st.StartedAt = &started
+			// Hooks ran before the agent restarted; readiness carries over
+			// from the last report until the probes say otherwise.
+			newInstance(c, started)
+			c.life.started = true
+			c.life.ready = known[cs.Name].Ready
 		} else if cs.Exit != nil {
 			c.pid = cs.PID
 			c.running = true // let handleExit account the exit
@@ -286,14 +306,15 @@ func (r *runner) step(ctx context.Context) time.Time {
 			soonest(c.restartAt)
 		}
 	}
+	r.probeStep(soonest)
 	return next
 }
 
 func (r *runner) grace() time.Duration {
 	if g := r.g.Spec.TerminationGracePeriodSeconds; g != nil {
-		return time.Duration(*g) * time.Second
+		return time.Duration(*g) * secondUnit
 	}
-	return 30 * time.Second
+	return 30 * secondUnit
 }
 
 // create resolves images and builds the sandbox.
@@ -303,12 +324,16 @@ func (r *runner) create(ctx context.Context) error {
 		if _, ok := r.resolved[c.spec.Image]; ok {
 			continue
 		}
-		res, err := r.a.images.Resolve(ctx, c.spec.Image)
+		res, err := r.ensureImage(ctx, c) // pull.go: pull policy, pulls, back-off, events
+		if errors.Is(err, errPullBackOff) {
+			return err // step comes back later
+		}
 		if err != nil {
 			r.failReason = "ErrImageNeverPull"
-			r.failMsg = fmt.Sprintf("image %q is not on host %s: %v", c.spec.Image, r.a.cfg.Name, err)
+			r.failMsg = fmt.Sprintf("image %q is not on host %s and imagePullPolicy is Never: %v", c.spec.Image, r.a.cfg.Name, err)
 			if !errors.Is(err, image.ErrNotFound) {
 				r.failReason = "InvalidImage"
+				r.failMsg = fmt.Sprintf("image %q cannot be used: %v", c.spec.Image, err)
 			}
 			for _, cc := range append(append([]*ctr{}, r.inits...), r.ctrs...) {
 				cc.st.State = api.ContainerWaiting
@@ -319,7 +344,6 @@ func (r *runner) create(ctx context.Context) error {
 			return nil
 		}
 		r.resolved[c.spec.Image] = res
-		r.event("Normal", "Pulled", c.spec.Name, "Container image %q already present on host (%s)", c.spec.Image, shortDigest(res.Digest))
 	}
 	cfg := r.sandboxConfig()
 	info, err := r.a.rt.CreateSandbox(ctx, cfg)
@@ -581,6 +605,8 @@ func (r *runner) start(ctx context.Context, c *ctr) {
 	c.st.StartedAt = &started
 	r.event("Normal", "Created", c.spec.Name, "Created container %s", c.spec.Name)
 	r.event("Normal", "Started", c.spec.Name, "Started container %s", c.spec.Name)
+	newInstance(c, started)
+	r.runPostStart(c)
 }
 
 func (r *runner) find(name string) *ctr {
@@ -609,6 +635,10 @@ func (r *runner) handleExit(ev sandbox.ExitEvent) {
 	c.st.FinishedAt = &fin
 	c.st.PID = 0
 	c.st.Message = ev.Message
+	if c.st.Message == "" {
+		c.st.Message = c.life.killMsg // why we killed it, if we did
+	}
+	instanceEnded(c)
 	switch {
 	case ev.OOMKilled:
 		c.st.Reason = "OOMKilled"
@@ -666,9 +696,14 @@ func (r *runner) afterExit(c *ctr, code, signal int) {
 }
 
 // stopAll stops every running container with the grace period, in
-// parallel, and waits for them.
+// parallel, and waits for them. Each container's preStop hook runs first,
+// within the grace period (none with grace 0).
 func (r *runner) stopAll(ctx context.Context, grace time.Duration) {
-	done := make(chan struct{})
+	type stopped struct {
+		name        string
+		preErr, err error
+	}
+	done := make(chan stopped)
 	n := 0
 	for _, c := range append(append([]*ctr{}, r.inits...), r.ctrs...) {
 		if !c.running {
@@ -676,15 +711,23 @@ func (r *runner) stopAll(ctx context.Context, grace time.Duration) {
 		}
 		n++
 		r.event("Normal", "Killing", c.spec.Name, "Stopping container %s (grace %s)", c.spec.Name, grace)
+		pre := preStopOf(c)
+		if c.life.stopping {
+			pre = nil // a kill under way ran it already
+		}
 		go func(name string) {
-			if err := r.a.rt.StopContainer(ctx, r.id, name, grace); err != nil && !errors.Is(err, sandbox.ErrNotFound) && !errors.Is(err, sandbox.ErrNotRunning) {
-				r.log.Warn("stop container", "container", name, "err", err)
-			}
-			done <- struct{}{}
+			preErr, err := r.stopContainer(ctx, r.ip, name, pre, grace)
+			done <- stopped{name, preErr, err}
 		}(c.spec.Name)
 	}
 	for i := 0; i < n; i++ {
-		<-done
+		s := <-done
+		if s.preErr != nil {
+			r.event("Warning", "FailedPreStopHook", s.name, "PreStopHook failed: %v", s.preErr)
+		}
+		if s.err != nil {
+			r.log.Warn("stop container", "container", s.name, "err", s.err)
+		}
 	}
 	// Account the exits the stops produced.
 	for _, c := range append(append([]*ctr{}, r.inits...), r.ctrs...) {
@@ -692,6 +735,7 @@ func (r *runner) stopAll(ctx context.Context, grace time.Duration) {
 			continue
 		}
 		c.running = false
+		instanceEnded(c)
 		now := time.Now().UTC()
 		code := 137
 		c.st.State = api.ContainerTerminated
@@ -757,8 +801,12 @@ func (r *runner) terminal() bool {
 	return len(r.ctrs) > 0
 }
 
-// status derives the group status from its containers, as Kubernetes
-// derives a pod phase.
+// status derives the group status from its containers with Kubernetes'
+// pod phase rules: Pending while init containers run or a container waits
+// for its first start; Running while any container runs or will be
+// restarted; once all have ended for good, Succeeded if all exited 0, else
+// Failed. A container that has never run keeps the group Pending even
+// when others run (as a pod with a container stuck in ContainerCreating).
 func (r *runner) status() (api.Status, string, string) {
 	if r.failReason != "" {
 		return api.StatusFailed, r.failReason, r.failMsg
@@ -766,13 +814,8 @@ func (r *runner) status() (api.Status, string, string) {
 	if r.g.RestartGeneration > r.restartGen {
 		return api.StatusRestarting, "", ""
 	}
-	if r.terminal() {
-		for _, c := range r.ctrs {
-			if c.st.ExitCode == nil || *c.st.ExitCode != 0 {
-				return api.StatusFailed, c.st.Reason, fmt.Sprintf("container %s: %s", c.spec.Name, c.st.Reason)
-			}
-		}
-		return api.StatusSucceeded, "", ""
+	if reason, msg := r.pullStatus(); reason != "" {
+		return api.StatusPending, reason, msg // ErrImagePull, ImagePullBackOff (pull.go)
 	}
 	if !r.initDone {
 		for _, c := range r.inits {
@@ -782,15 +825,43 @@ func (r *runner) status() (api.Status, string, string) {
 		}
 		return api.StatusPending, "PodInitializing", ""
 	}
+	var running, stopped, succeeded int
+	var waiting, failed *ctr
 	for _, c := range r.ctrs {
-		if !c.everRan {
-			if c.st.Reason == "CrashLoopBackOff" || c.st.Reason == "ContainerCannotRun" {
-				return api.StatusPending, c.st.Reason, c.st.Message
+		switch {
+		case c.st.State == api.ContainerRunning:
+			running++
+		case c.st.State == api.ContainerTerminated:
+			stopped++
+			if c.st.ExitCode != nil && *c.st.ExitCode == 0 {
+				succeeded++
+			} else if failed == nil {
+				failed = c
 			}
-			return api.StatusPending, "ContainerCreating", ""
+		case c.everRan && c.st.LastState != nil:
+			stopped++ // between two runs: restarting
+		default:
+			if waiting == nil {
+				waiting = c
+			}
 		}
 	}
-	return api.StatusRunning, "", ""
+	switch {
+	case waiting != nil:
+		if waiting.st.Reason == "CrashLoopBackOff" || waiting.st.Reason == "ContainerCannotRun" {
+			return api.StatusPending, waiting.st.Reason, waiting.st.Message
+		}
+		return api.StatusPending, "ContainerCreating", ""
+	case running > 0:
+		return api.StatusRunning, "", ""
+	case stopped == 0:
+		return api.StatusPending, "ContainerCreating", ""
+	case r.g.Spec.RestartPolicy == api.RestartAlways || !r.terminal():
+		return api.StatusRunning, "", "" // restarting
+	case succeeded == stopped || failed == nil:
+		return api.StatusSucceeded, "", ""
+	}
+	return api.StatusFailed, failed.st.Reason, fmt.Sprintf("container %s: %s", failed.spec.Name, failed.st.Reason)
 }
 
 // publish reports the group's state if it changed.
@@ -806,7 +877,7 @@ func (r *runner) publish() {
 	}
 	for _, c := range r.ctrs {
 		cs := c.st
-		cs.Ready = c.running
+		cs.Ready = containerReady(c)
 		u.Containers = append(u.Containers, cs)
 	}
 	if u.InitContainers == nil {

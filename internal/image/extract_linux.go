@@ -80,7 +80,7 @@ func extractTar(ctx context.Context, root string, r io.Reader) (int64, error) {
 			return 0, fmt.Errorf("%w: layer is not a readable tar: %v", ErrCorrupt, err)
 		}
 		if err := e.entry(hdr, tr); err != nil {
-			if errors.Is(err, ErrInvalid) || ctx.Err() != nil {
+			if errors.Is(err, ErrInvalid) || ctx.Err() != nil || hostFault(err) {
 				return 0, fmt.Errorf("layer entry %q: %w", hdr.Name, err)
 			}
 			return 0, fmt.Errorf("%w: layer entry %q: %v", ErrInvalid, hdr.Name, err)
@@ -511,4 +511,10 @@ func syncFS(dir string) {
 		unix.Syncfs(fd)
 		unix.Close(fd)
 	}
+}
+
+// hostFault says an error is the host's (a full disk, a quota, an I/O
+// error), not the layer's.
+func hostFault(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.EIO) || errors.Is(err, unix.EROFS)
 }

@@ -51,6 +51,9 @@ type Store struct {
 
 	unpacks  singleflight.Group // by diffID
 	unpacked atomic.Int64       // layers unpacked, for tests
+
+	flights    flights // registry pulls in progress, by ref and by digest
+	transports *transports
 }
 
 // ImageConfig is the part of an image's config a sandbox needs to run it.
@@ -113,6 +116,7 @@ type options struct {
 	durable    bool
 	keepLayers bool
 	parallel   int
+	registry   RegistryConfig
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -141,6 +145,8 @@ type meta struct {
 	Images    map[string]*imageRecord `json:"images"`    // manifest digest ->
 	Tags      map[string]string       `json:"tags"`      // normalized ref -> manifest digest
 	Snapshots map[string]int64        `json:"snapshots"` // diffID -> bytes of files
+	// Pins: owner (an image cache) -> manifest digests GC must keep.
+	Pins map[string][]string `json:"pins,omitempty"`
 }
 
 type imageRecord struct {
@@ -151,6 +157,9 @@ type imageRecord struct {
 	Created   time.Time     `json:"created,omitzero"`
 	Imported  time.Time     `json:"imported"`
 	BlobBytes int64         `json:"blobBytes"` // manifest + config (+ layers when kept)
+	// LastUsed is when the image was last resolved for a sandbox, pulled
+	// or imported: the LRU order of Prune.
+	LastUsed time.Time `json:"lastUsed,omitzero"`
 }
 
 type layerRecord struct {
@@ -182,7 +191,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("%w: image store %s is open in another process or Store", errdefs.ErrUnavailable, abs)
 	}
-	s := &Store{dir: abs, opts: o, lock: lock, leases: map[string]int{}}
+	o.registry = o.registry.withDefaults()
+	s := &Store{dir: abs, opts: o, lock: lock, leases: map[string]int{}, transports: newTransports(o.registry)}
 	if err := s.load(); err != nil {
 		lock.Close()
 		return nil, err
@@ -209,7 +219,7 @@ func (s *Store) blobPath(d string) string {
 // load reads meta.json, empties tmp/ (we hold the lock: whatever is there is
 // left by a crash) and registers snapshots that a crash left unrecorded.
 func (s *Store) load() error {
-	s.meta = meta{Version: 1, Images: map[string]*imageRecord{}, Tags: map[string]string{}, Snapshots: map[string]int64{}}
+	s.meta = meta{Version: 1, Images: map[string]*imageRecord{}, Tags: map[string]string{}, Snapshots: map[string]int64{}, Pins: map[string][]string{}}
 	b, err := os.ReadFile(filepath.Join(s.dir, "meta.json"))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -227,6 +237,9 @@ func (s *Store) load() error {
 		}
 		if s.meta.Snapshots == nil {
 			s.meta.Snapshots = map[string]int64{}
+		}
+		if s.meta.Pins == nil {
+			s.meta.Pins = map[string][]string{}
 		}
 	}
 	ents, _ := os.ReadDir(s.tmpDir())
@@ -329,9 +342,12 @@ func (s *Store) lease(digests ...string) (release func()) {
 // "busybox@sha256:…"), by manifest or config digest, or by a unique prefix
 // of at least 4 hex digits of either.
 func (s *Store) Resolve(ctx context.Context, ref string) (*Resolved, error) {
-	s.mu.RLock()
+	s.mu.Lock()
 	rec, canon, err := s.lookupLocked(ref)
-	s.mu.RUnlock()
+	if err == nil {
+		rec.LastUsed = time.Now().UTC() // in memory; written with the next change
+	}
+	s.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -520,7 +536,11 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 // report an image in use from before Resolve until its sandboxes are gone.
 func (s *Store) GC(ctx context.Context, inUse func(digest string) bool) (freed int64, err error) {
 	s.mu.Lock()
+	pinned := s.pinnedLocked()
 	for d := range s.meta.Images {
+		if pinned[d] {
+			continue
+		}
 		tagged := false
 		for _, td := range s.meta.Tags {
 			if td == d {

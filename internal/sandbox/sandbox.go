@@ -94,6 +94,10 @@ type SandboxConfig struct {
 	// Ports are published on the host: HostPort → the group's ContainerPort.
 	Ports  []Port
 	Labels map[string]string
+	// SharePID puts the group's containers into one pid namespace, where
+	// they see and may signal each other's processes (Kubernetes'
+	// shareProcessNamespace). Its pid 1 is a small idle reaper.
+	SharePID bool
 }
 
 // Port is a published port.

@@ -60,6 +60,9 @@ type Request struct {
 	GPU          int
 	Zone         string
 	NodeSelector map[string]string
+	// PreferHosts are hosts to pick first when they fit (those holding an
+	// image cache the group uses); others are used only when none fits.
+	PreferHosts []string
 }
 
 // Decision is where a request goes, or why it goes nowhere.
@@ -116,6 +119,9 @@ func Place(hosts []*Host, reqs []Request, policy Policy) []Decision {
 			if policy == Pack {
 				s = -s
 			}
+			if preferred(r, h.ID) {
+				s += 10 // above any capacity score, which lies in [-1, 1]
+			}
 			if best == nil || s > bestScore || (s == bestScore && h.ID < best.ID) {
 				best, bestScore = h, s
 			}
@@ -163,4 +169,13 @@ func explain(total int, why map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%d %s", why[k], k))
 	}
 	return fmt.Sprintf("0/%d hosts available: %s", total, strings.Join(parts, ", "))
+}
+
+func preferred(r *Request, hostID string) bool {
+	for _, id := range r.PreferHosts {
+		if id == hostID {
+			return true
+		}
+	}
+	return false
 }

@@ -83,3 +83,18 @@ func BenchmarkPlace10kHosts(b *testing.B) {
 		Place(hosts, req, Spread)
 	}
 }
+
+func TestPreferHostsWinsWhenTheyFit(t *testing.T) {
+	mk := func(id string, freeCPU int64) *Host {
+		return &Host{ID: id, Ready: true, Capacity: api.Resources{MilliCPU: 4000, Memory: 4 << 30}, Allocated: api.Resources{MilliCPU: 4000 - freeCPU}}
+	}
+	hosts := []*Host{mk("a", 4000), mk("b", 1000), mk("c", 200)}
+	got := Place(hosts, []Request{
+		{GroupID: "g1", MilliCPU: 500, PreferHosts: []string{"b", "c"}}, // b fits, c does not
+		{GroupID: "g2", MilliCPU: 500, PreferHosts: []string{"c"}},      // c does not fit: spread as usual
+		{GroupID: "g3", MilliCPU: 500},
+	}, Spread)
+	if got[0].HostID != "b" || got[1].HostID != "a" || got[2].HostID != "a" {
+		t.Errorf("decisions %+v", got)
+	}
+}

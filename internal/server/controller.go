@@ -12,6 +12,7 @@ import (
 	"github.com/skiffhq/skiff/internal/errdefs"
 	"github.com/skiffhq/skiff/internal/scheduler"
 	"github.com/skiffhq/skiff/internal/store"
+	"github.com/skiffhq/skiff/internal/tenancy"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -27,6 +28,8 @@ type controller struct {
 	kick     chan struct{}
 	isLeader func() bool
 	leases   *leaseLog
+	// ten meters ended groups and reclaims spot capacity (nil: neither).
+	ten *tenancy.Manager
 }
 
 func (c *controller) wake() {
@@ -90,6 +93,9 @@ func (c *controller) lead(ctx context.Context, leading func(bool)) error {
 		if err := c.checkHosts(lctx, guard); err != nil && lctx.Err() == nil {
 			c.log.Warn("host check failed", "err", err)
 		}
+		if err := c.tenancyRound(lctx, guard); err != nil && lctx.Err() == nil {
+			c.log.Warn("metering/spot round failed", "err", err)
+		}
 		select {
 		case <-lctx.Done():
 			if ctx.Err() != nil {
@@ -128,9 +134,11 @@ func (c *controller) schedule(ctx context.Context, guard clientv3.Cmp) error {
 	snap, hostRev := snapshot(hostRecs, alive, groups)
 	reqs := make([]scheduler.Request, len(pending))
 	byID := make(map[string]*api.Group, len(pending))
+	prefer := cachePreferences(ctx, c.store, pending) // hosts holding each group's image cache (imagecache.go)
 	for i, g := range pending {
 		r := g.Spec.Requests()
 		reqs[i] = scheduler.Request{GroupID: g.ID, MilliCPU: r.MilliCPU, Memory: r.Memory, GPU: r.GPU, Zone: g.Spec.Zone, NodeSelector: g.Spec.NodeSelector}
+		reqs[i].PreferHosts = prefer[g.Spec.ImageCacheID]
 		byID[g.ID] = g
 	}
 	decisions := scheduler.Place(snap, reqs, c.policy)

@@ -97,7 +97,17 @@ func (a *apiHandler) routes(mux *http.ServeMux, gatherer prometheus.Gatherer) {
 		{pattern: "GET /v1/hosts", h: a.hosts},
 		{pattern: "GET /v1/images", h: a.images},
 		{pattern: "POST /v1/images/import", h: a.importImage, stream: true},
+		// Registry pulls and image caches (imagecache.go).
+		{pattern: "POST /v1/images/pull", h: a.pullImage},
+		{pattern: "POST /v1/imagecaches", h: a.createImageCache},
+		{pattern: "GET /v1/imagecaches", h: a.listImageCaches},
+		{pattern: "GET /v1/imagecaches/{id}", h: a.getImageCache},
+		{pattern: "PUT /v1/imagecaches/{id}", h: a.updateImageCache},
+		{pattern: "DELETE /v1/imagecaches/{id}", h: a.deleteImageCache},
 	} {
+		mux.Handle(rt.pattern, a.wrap(rt))
+	}
+	for _, rt := range a.tenancyRoutes() {
 		mux.Handle(rt.pattern, a.wrap(rt))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -206,6 +216,7 @@ func (a *apiHandler) writeError(w http.ResponseWriter, ctx context.Context, err 
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	v = redactForAPI(v) // registry passwords never leave the server (imagecache.go)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
@@ -463,7 +474,7 @@ func (a *apiHandler) watch(w http.ResponseWriter, r *http.Request) error {
 		if g.AccountID != c.AccountID || (name != "" && g.Name != name) || !labelsMatch(g, labels) {
 			continue
 		}
-		if enc.Encode(api.WatchEvent{Type: ev.Type, Group: g}) != nil {
+		if enc.Encode(api.WatchEvent{Type: ev.Type, Group: g.Redacted()}) != nil {
 			return nil
 		}
 		if fl != nil {

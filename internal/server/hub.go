@@ -361,17 +361,8 @@ func (h *Hub) applyStatus(ctx context.Context, hostID string, ups []hostapi.Grou
 		}
 		events = append(events, u.Events...)
 		if u.Removed {
-			g, err := h.store.GetGroup(ctx, u.ID)
-			if errors.Is(err, errdefs.ErrNotFound) {
-				continue
-			}
-			if err != nil {
+			if err := h.removeGroup(ctx, hostID, u.ID); err != nil {
 				return err
-			}
-			if g.Deleting && g.HostID == hostID {
-				if err := h.store.DeleteGroup(ctx, g); err != nil {
-					return err
-				}
 			}
 			continue
 		}
@@ -395,6 +386,27 @@ func (h *Hub) applyStatus(ctx context.Context, hostID string, ups []hostapi.Grou
 	return nil
 }
 
+// removeGroup deletes the record of a group its host has torn down.
+func (h *Hub) removeGroup(ctx context.Context, hostID, id string) error {
+	for attempt := 0; ; attempt++ {
+		g, err := h.store.GetGroup(ctx, id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !g.Deleting || g.HostID != hostID {
+			return nil
+		}
+		err = h.store.DeleteGroup(ctx, g)
+		if errors.Is(err, store.ErrConflict) && attempt < 10 {
+			continue
+		}
+		return err
+	}
+}
+
 func applyUpdate(g *api.Group, u *hostapi.GroupUpdate) {
 	if g.Deleting {
 		if !u.Status.Terminal() {
@@ -403,6 +415,10 @@ func applyUpdate(g *api.Group, u *hostapi.GroupUpdate) {
 	}
 	if g.RestartGeneration > u.RestartGeneration && u.Status == api.StatusRunning {
 		u.Status = api.StatusRestarting // the host has not acted on the restart yet
+	}
+	if g.Status == api.StatusExpired && g.SpotReclaimAt != nil && u.Status.Terminal() {
+		// A reclaimed spot group's final status is the control plane's.
+		u.Status, u.Reason, u.Message = g.Status, g.Reason, g.Message
 	}
 	if u.Status == api.StatusRunning && g.Status != api.StatusRunning {
 		now := time.Now().UTC()

@@ -24,7 +24,9 @@ import (
 	"github.com/skiffhq/skiff/api"
 	"github.com/skiffhq/skiff/internal/pki"
 	"github.com/skiffhq/skiff/internal/scheduler"
+	"github.com/skiffhq/skiff/internal/server/eci"
 	"github.com/skiffhq/skiff/internal/store"
+	"github.com/skiffhq/skiff/internal/tenancy"
 )
 
 // Config configures a server replica.
@@ -48,7 +50,13 @@ type Config struct {
 	// AdvertiseAPI is the API address other replicas reach this one at
 	// (default: the listen address).
 	AdvertiseAPI string
-	Logger       *slog.Logger
+	// PriceTablePath is a JSON api.PriceTable (default: tenancy.DefaultPrices).
+	PriceTablePath string
+	// SpotReclaimNotice is the warning ahead of a spot reclaim (default 3m).
+	SpotReclaimNotice time.Duration
+	// Region is the region the ECI front reports (default "skiff").
+	Region string
+	Logger *slog.Logger
 }
 
 // Server is one control-plane replica.
@@ -153,7 +161,13 @@ func (s *Server) Run(ctx context.Context) error {
 	ctl := &controller{store: st, log: s.log.With("part", "controller"), policy: policy, replica: hostname + "/" + s.cfg.Listen, kick: make(chan struct{}, 1), leases: leases}
 	hub := &Hub{store: st, ca: ca, joinToken: token, log: s.log.With("part", "hub"), sessions: map[string]*agentSession{},
 		cidrs: &cidrAllocator{store: st, cluster: prefix.Masked()}, onChange: ctl.wake, leases: leases}
-	svc := &Service{store: st, hub: hub, kick: ctl.wake}
+	prices, err := loadPriceTable(s.cfg.PriceTablePath)
+	if err != nil {
+		return err
+	}
+	ten := tenancy.New(st, tenancy.Config{Prices: prices, ReclaimNotice: s.cfg.SpotReclaimNotice})
+	ctl.ten = ten
+	svc := &Service{store: st, hub: hub, kick: ctl.wake, ten: ten}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -173,6 +187,9 @@ func (s *Server) Run(ctx context.Context) error {
 	ah := &apiHandler{svc: svc, auth: newAuthenticator(st), hub: hub, log: s.log.With("part", "api"), metrics: newHTTPMetrics(reg), tmpDir: tmp}
 	mux := http.NewServeMux()
 	ah.routes(mux, reg)
+	// The ECI-compatible front answers at "/" of the same address.
+	mux.Handle("/", eci.New(eci.Config{Backend: &eciBackend{svc: svc, ten: ten}, Keys: eciKeys{ten}, Tokens: st,
+		ImageCaches: eciImageCaches(svc), Region: s.cfg.Region, Logger: s.log.With("part", "eci"), NewID: newID}))
 
 	apiLn, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -208,6 +225,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(done)
 		ctl.run(cctx, func(b bool) { s.leading.Store(b) })
 	}()
+	go newCacheController(st, hub, s.log.With("part", "imagecache")).run(cctx, s.leading.Load) // imagecache.go
 	s.log.Info("skiff server ready", "api", "http://"+s.APIAddr, "agents", s.AgentAddr)
 	close(s.ready)
 

@@ -14,6 +14,7 @@ import (
 	"github.com/skiffhq/skiff/api"
 	"github.com/skiffhq/skiff/internal/errdefs"
 	"github.com/skiffhq/skiff/internal/store"
+	"github.com/skiffhq/skiff/internal/tenancy"
 )
 
 // Service is the one service layer under every API front (native REST and
@@ -23,6 +24,9 @@ type Service struct {
 	store *store.Store
 	hub   *Hub
 	kick  func() // wakes the scheduler
+	// ten charges groups to their account's quota and meters them; nil
+	// (in tests that build a bare Service) skips both.
+	ten *tenancy.Manager
 }
 
 // Caller is who makes a request.
@@ -43,6 +47,11 @@ func newID(prefix string) string {
 func (s *Service) CreateGroup(ctx context.Context, c Caller, req *api.CreateGroupRequest) (g *api.Group, created bool, err error) {
 	if err := req.Validate(); err != nil {
 		return nil, false, errdefs.Invalid(err.Error())
+	}
+	if s.ten != nil {
+		if err := s.ten.CheckSpot(&req.Spec); err != nil {
+			return nil, false, err
+		}
 	}
 	for _, v := range req.Spec.Volumes {
 		if v.HostPath != nil && !c.Admin {
@@ -70,12 +79,24 @@ func (s *Service) CreateGroup(ctx context.Context, c Caller, req *api.CreateGrou
 	for _, ct := range g.Spec.InitContainers {
 		g.InitContainers = append(g.InitContainers, api.ContainerStatus{Name: ct.Name, Image: ct.Image, State: api.ContainerWaiting, Reason: "Pending"})
 	}
-	out, err := s.store.CreateGroup(ctx, g)
+	cacheEv, err := s.matchImageCache(ctx, c, g) // registry fields, image cache (imagecache.go)
+	if err != nil {
+		return nil, false, err
+	}
+	var out *api.Group
+	if s.ten != nil {
+		out, err = s.ten.CreateGroup(ctx, g) // quota-checked, atomically
+	} else {
+		out, err = s.store.CreateGroup(ctx, g)
+	}
 	if errors.Is(err, store.ErrTokenUsed) {
 		return out, false, nil
 	}
 	if err != nil {
 		return nil, false, err
+	}
+	if cacheEv != nil {
+		go func() { _ = s.store.AppendEvents(context.WithoutCancel(ctx), *cacheEv) }() // off the create path
 	}
 	if s.kick != nil {
 		s.kick()
@@ -212,9 +233,25 @@ func labelsMatch(g *api.Group, want map[string]string) bool {
 // DeleteGroup starts a group's teardown. A group not on any host, or on a
 // host that is gone and force is set, is removed at once.
 func (s *Service) DeleteGroup(ctx context.Context, c Caller, idOrName string, force bool) (*api.Group, error) {
+	for attempt := 0; ; attempt++ {
+		g, err := s.deleteGroup(ctx, c, idOrName, force)
+		if errors.Is(err, store.ErrConflict) && attempt < 10 {
+			continue // placed or changed under us: decide again on the new record
+		}
+		return g, err
+	}
+}
+
+func (s *Service) deleteGroup(ctx context.Context, c Caller, idOrName string, force bool) (*api.Group, error) {
 	g, err := s.resolve(ctx, c, idOrName)
 	if err != nil {
 		return nil, err
+	}
+	if s.ten != nil && !g.Deleting {
+		// Billing stops when the delete is asked for.
+		if err := s.ten.CloseDeleted(ctx, g); err != nil {
+			return nil, err
+		}
 	}
 	hostGone := g.HostID != "" && force && !s.hub.Connected(g.HostID)
 	if g.HostID == "" || hostGone {

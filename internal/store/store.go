@@ -225,7 +225,8 @@ var ErrGuard = errors.New("store: write guard failed")
 // ErrNoChange tells UpdateGroup that fn decided not to write.
 var ErrNoChange = errors.New("no change")
 
-// DeleteGroup removes a group with its name, token and events.
+// DeleteGroup removes a group with its name, token and events, provided the
+// record is still at g.Revision (when set); otherwise ErrConflict.
 func (s *Store) DeleteGroup(ctx context.Context, g *api.Group) error {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(s.groupKey(g.ID)),
@@ -236,9 +237,19 @@ func (s *Store) DeleteGroup(ctx context.Context, g *api.Group) error {
 	if g.ClientToken != "" {
 		ops = append(ops, clientv3.OpDelete(s.tokenKey(g.AccountID, g.ClientToken)))
 	}
-	_, err := s.cli.Txn(ctx).If(cmps...).Then(append(ops, nameOps...)...).Else(ops...).Commit()
+	// Delete only the record the caller read: if it changed meanwhile (the
+	// scheduler placed the group, say), the caller must look again.
+	inner := clientv3.OpTxn(cmps, append(ops, nameOps...), ops)
+	txn := s.cli.Txn(ctx)
+	if g.Revision > 0 {
+		txn = txn.If(clientv3.Compare(clientv3.ModRevision(s.groupKey(g.ID)), "=", g.Revision))
+	}
+	resp, err := txn.Then(inner).Commit()
 	if err != nil {
 		return fmt.Errorf("store: delete group: %w", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("group %s changed while being deleted: %w", g.ID, ErrConflict)
 	}
 	return nil
 }

@@ -442,8 +442,9 @@ func (cl *cluster) cleanup() {
 		}
 	}
 	if leaks := cl.scope.leaks(baseline); len(leaks) > 0 {
+		failedBefore := t.Failed()
 		t.Errorf("cleanup: leaked after every group was deleted and every process stopped:\n  %s", strings.Join(leaks, "\n  "))
-		if !t.Failed() {
+		if !failedBefore {
 			cl.dumpLogs()
 		}
 	}

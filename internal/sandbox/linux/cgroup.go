@@ -34,7 +34,7 @@ func newCgroups(mountRoot, parent string) (*cgroups, error) {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	cg := &cgroups{root: mountRoot, parent: parent}
-	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+	if isUnified(mountRoot, st.Type) {
 		cg.v2 = true
 		// Controllers must be enabled on every level above the leaves.
 		if err := cg.enableControllers(mountRoot); err != nil {
@@ -66,20 +66,41 @@ func newCgroups(mountRoot, parent string) (*cgroups, error) {
 	return cg, nil
 }
 
+// isUnified tells the unified (v2) hierarchy: a cgroup2 mount, or (for
+// tests over a plain directory) a root that is no v1 controller's mount
+// yet has the v2 root's cgroup.controllers. A hybrid host's
+// /sys/fs/cgroup is a tmpfs without that file: v1.
+func isUnified(root string, fsType int64) bool {
+	if fsType == unix.CGROUP2_SUPER_MAGIC {
+		return true
+	}
+	if fsType == unix.CGROUP_SUPER_MAGIC {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
+	return err == nil
+}
+
+// enableControllers enables cpu, memory and pids (those available) for
+// the children of dir, in one write.
 func (cg *cgroups) enableControllers(dir string) error {
 	avail, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}
-	have := strings.Fields(string(avail))
+	var enable []string
 	for _, c := range []string{"cpu", "memory", "pids"} {
-		for _, h := range have {
+		for _, h := range strings.Fields(string(avail)) {
 			if h == c {
-				if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0); err != nil {
-					return fmt.Errorf("cgroups: enable %s in %s: %w", c, dir, err)
-				}
+				enable = append(enable, "+"+c)
 			}
 		}
+	}
+	if len(enable) == 0 {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0); err != nil {
+		return fmt.Errorf("cgroups: enable %v in %s: %w", enable, dir, err)
 	}
 	return nil
 }
@@ -102,6 +123,22 @@ func (cg *cgroups) procsFiles(rel string) []string {
 	ds := cg.dirs(rel)
 	for i := range ds {
 		ds[i] = filepath.Join(ds[i], "cgroup.procs")
+	}
+	return ds
+}
+
+// selfJoinFiles are the files a single-threaded process writes "0" to in
+// order to join rel itself. In v1 that is "tasks": moving just the
+// calling thread skips the global threadgroup lock, whose write side
+// waits for an RCU grace period (milliseconds) when taken through
+// cgroup.procs. v2 has no such file for domain cgroups: cgroup.procs.
+func (cg *cgroups) selfJoinFiles(rel string) []string {
+	if cg.v2 {
+		return cg.procsFiles(rel)
+	}
+	ds := cg.dirs(rel)
+	for i := range ds {
+		ds[i] = filepath.Join(ds[i], "tasks")
 	}
 	return ds
 }
@@ -239,6 +276,19 @@ func readPids(path string) []int {
 		}
 	}
 	return pids
+}
+
+// kill sends SIGKILL to every process in rel (one pass).
+func (cg *cgroups) kill(rel string) {
+	for _, d := range cg.dirs(rel) {
+		if cg.v2 && os.WriteFile(filepath.Join(d, "cgroup.kill"), []byte("1"), 0) == nil {
+			return
+		}
+		for _, pid := range readPids(filepath.Join(d, "cgroup.procs")) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return // v1: every hierarchy holds the same processes
+	}
 }
 
 // oomKills is how many processes the kernel's OOM killer killed in rel.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -23,14 +24,19 @@ const initEnv = "_SKIFF_SANDBOX_INIT"
 // initSockFD is the init stage's end of the socketpair to the runtime.
 const initSockFD = 3
 
+// initSpecFD is the pipe on which the init stage's Go half sends the exec
+// spec to its C half (lockdown.c).
+const initSpecFD = 4
+
 // initConfig is what the runtime sends the init stage, as one JSON value.
 type initConfig struct {
+	// UserNS is the sandbox's pinned user namespace, "" for none; HostID
+	// is the host uid/gid its root maps to.
+	UserNS       string
+	HostID       uint32
 	Rootfs       string   // mount point for the overlay
 	Lower        []string // read-only layers, lowest first
 	Upper, Work  string
-	NetNS        string // persistent namespace files of the group
-	IPCNS        string
-	UTSNS        string
 	Mounts       []initMount // done after pivot_root, in order
 	ReadOnlyRoot bool
 	Args         []string
@@ -57,8 +63,13 @@ type initMsg struct {
 
 func init() { Init() }
 
-// Init runs the sandbox init stage if this process was started as one, and
+// Init runs the sandbox init stage's helper if this process is one, and
 // never returns in that case. In any other process it returns at once.
+//
+// The init stage is two processes (see lockdown.c): a C constructor, which
+// becomes the workload, forks this helper before the Go runtime starts;
+// the helper builds the container's mount tree and hands the resolved
+// command back.
 //
 // The package calls it from its own init function, so that the init stage
 // starts before the rest of a big binary initialises; main (and TestMain)
@@ -67,14 +78,11 @@ func Init() {
 	if os.Getenv(initEnv) == "" {
 		return
 	}
-	// Namespaces joined with setns and the credentials set below belong to
-	// this OS thread; execve must happen on the same one.
 	runtime.LockOSThread()
 	sock := os.NewFile(initSockFD, "init")
 	err := runInit(sock)
-	// runInit only returns on failure.
 	if err == nil {
-		err = errors.New("init stage returned")
+		os.Exit(0)
 	}
 	_ = json.NewEncoder(sock).Encode(initMsg{Error: err.Error()})
 	os.Exit(1)
@@ -83,68 +91,56 @@ func Init() {
 func runInit(sock *os.File) error {
 	unix.CloseOnExec(initSockFD)
 	unix.Umask(0o022)
-	r := bufio.NewReader(sock)
 	var cfg initConfig
-	line, err := r.ReadBytes('\n')
+	// Buffered reads are safe: nothing more comes before the C half has
+	// reported ready, after we exit.
+	line, err := bufio.NewReader(sock).ReadBytes('\n')
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
 	if err := json.Unmarshal(line, &cfg); err != nil {
 		return fmt.Errorf("decode config: %w", err)
 	}
-
-	// The group's namespaces. pid and mnt are new already (clone flags).
-	for _, ns := range []struct {
-		path string
-		typ  int
-	}{{cfg.NetNS, unix.CLONE_NEWNET}, {cfg.IPCNS, unix.CLONE_NEWIPC}, {cfg.UTSNS, unix.CLONE_NEWUTS}} {
-		if err := setnsPath(ns.path, ns.typ); err != nil {
-			return err
+	usernsFD := -1
+	if v := os.Getenv("_SKIFF_USERNS_FD"); v != "" {
+		if usernsFD, err = strconv.Atoi(v); err != nil {
+			return fmt.Errorf("bad user namespace fd %q", v)
 		}
 	}
-
-	if err := setupRootfs(&cfg); err != nil {
+	// The group's net, ipc and uts namespaces were joined by the C half
+	// before it forked us.
+	if err := setupRootfs(&cfg, usernsFD); err != nil {
 		return err
 	}
-
 	// Resolve the program now, so that a missing binary is reported
 	// before the runtime commits cgroups to us.
 	prog, err := lookPath(cfg.Args[0], envPath(cfg.Env))
 	if err != nil {
 		return err
 	}
-
-	if err := json.NewEncoder(sock).Encode(initMsg{Ready: true}); err != nil {
-		return fmt.Errorf("report ready: %w", err)
+	// The exec spec, NUL-separated: prog, cwd, uid, gid, argc, argv...,
+	// envc, env...
+	var b strings.Builder
+	for _, s := range []string{prog, cfg.Cwd, strconv.FormatUint(uint64(cfg.UID), 10), strconv.FormatUint(uint64(cfg.GID), 10)} {
+		b.WriteString(s)
+		b.WriteByte(0)
 	}
-	// Wait for "go": the runtime has put us into the container's cgroups.
-	var b [1]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return fmt.Errorf("wait for go: %w", err)
+	for _, list := range [][]string{cfg.Args, cfg.Env} {
+		b.WriteString(strconv.Itoa(len(list)))
+		b.WriteByte(0)
+		for _, s := range list {
+			if strings.IndexByte(s, 0) >= 0 {
+				return fmt.Errorf("argument or environment variable with a NUL byte")
+			}
+			b.WriteString(s)
+			b.WriteByte(0)
+		}
 	}
-	// A cgroup namespace rooted at the container's cgroup, so the workload
-	// sees "/" in /proc/self/cgroup. Needs CAP_SYS_ADMIN: before setuid.
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return fmt.Errorf("unshare cgroup namespace: %w", err)
+	spec := os.NewFile(initSpecFD, "spec")
+	if _, err := io.WriteString(spec, b.String()); err != nil {
+		return fmt.Errorf("send exec spec: %w", err)
 	}
-	if err := unix.Setgroups(nil); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if err := unix.Setgid(int(cfg.GID)); err != nil {
-		return fmt.Errorf("setgid %d: %w", cfg.GID, err)
-	}
-	if err := unix.Setuid(int(cfg.UID)); err != nil {
-		return fmt.Errorf("setuid %d: %w", cfg.UID, err)
-	}
-	cwd := cfg.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if err := unix.Chdir(cwd); err != nil {
-		return fmt.Errorf("working directory %q: %w", cwd, err)
-	}
-	err = unix.Exec(prog, cfg.Args, cfg.Env)
-	return fmt.Errorf("exec %q: %w", cfg.Args[0], err)
+	return spec.Close()
 }
 
 func setnsPath(path string, typ int) error {
@@ -163,9 +159,21 @@ func setnsPath(path string, typ int) error {
 // mount tree. Sources of bind mounts are reached through the old root,
 // which is mounted at an unguessable name until the end, so that symlinks
 // in the image resolve inside the container, never on the host.
-func setupRootfs(cfg *initConfig) error {
+func setupRootfs(cfg *initConfig, usernsFD int) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if usernsFD >= 0 {
+		// The shared snapshots belong to the host's root; seen through
+		// idmapped mounts (on top of themselves, in this mount namespace
+		// only) they belong to the container's. The writable layer is
+		// not idmapped: what the container writes there is owned by its
+		// host IDs.
+		for _, l := range cfg.Lower {
+			if err := idmapInPlace(l, usernsFD); err != nil {
+				return err
+			}
+		}
 	}
 	lower := make([]string, len(cfg.Lower))
 	for i, l := range cfg.Lower { // overlayfs lists the top layer first
@@ -189,7 +197,10 @@ func setupRootfs(cfg *initConfig) error {
 	}
 	old := "/" + oldName
 
-	if err := mountSpecial(old); err != nil {
+	if err := mountSpecial(old, cfg.HostID); err != nil {
+		return err
+	}
+	if err := maskPaths(); err != nil {
 		return err
 	}
 	for _, m := range cfg.Mounts {
@@ -221,13 +232,86 @@ const (
 	nosuidNodevNoexec = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 )
 
-var specialMounts = []specialMount{
-	{"proc", "/proc", "proc", nosuidNodevNoexec, ""},
-	{"tmpfs", "/dev", "tmpfs", unix.MS_NOSUID | unix.MS_STRICTATIME, "mode=755,size=65536k"},
-	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
-	{"tmpfs", "/dev/shm", "tmpfs", nosuidNodevNoexec, "mode=1777,size=65536k"},
-	{"mqueue", "/dev/mqueue", "mqueue", nosuidNodevNoexec, ""},
-	{"sysfs", "/sys", "sysfs", nosuidNodevNoexec | unix.MS_RDONLY, ""},
+// specialMounts are the container's /proc, /dev and /sys. hostID is the
+// host uid/gid of the container's root (0 without a user namespace): the
+// tmpfs directories and the tty group (5) are the container's.
+func specialMounts(hostID uint32) []specialMount {
+	owner := ""
+	if hostID != 0 {
+		owner = fmt.Sprintf(",uid=%d,gid=%d", hostID, hostID)
+	}
+	return []specialMount{
+		{"proc", "/proc", "proc", nosuidNodevNoexec, ""},
+		{"tmpfs", "/dev", "tmpfs", unix.MS_NOSUID | unix.MS_STRICTATIME, "mode=755,size=65536k" + owner},
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, fmt.Sprintf("newinstance,ptmxmode=0666,mode=0620,gid=%d", hostID+5)},
+		{"tmpfs", "/dev/shm", "tmpfs", nosuidNodevNoexec, "mode=1777,size=65536k" + owner},
+		{"mqueue", "/dev/mqueue", "mqueue", nosuidNodevNoexec, ""},
+		{"sysfs", "/sys", "sysfs", nosuidNodevNoexec | unix.MS_RDONLY, ""},
+	}
+}
+
+// Paths hidden from the container, and paths it may read but not write
+// (Docker's lists): kernel memory, keys, timers and scheduler internals,
+// firmware and power-capping interfaces; sysctls, sysrq, bus and irq
+// settings.
+var (
+	maskedPaths = []string{
+		"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	readOnlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+)
+
+// maskPaths hides maskedPaths (an empty read-only tmpfs over directories,
+// /dev/null over files) and makes readOnlyPaths read-only. The mount
+// namespace is the host root's: the container cannot undo either.
+func maskPaths() error {
+	for _, p := range maskedPaths {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			continue // not on this kernel
+		}
+		var err error
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err = unix.Mount("tmpfs", p, "tmpfs", nosuidNodevNoexec|unix.MS_RDONLY, "mode=555")
+		} else {
+			err = unix.Mount("/dev/null", p, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("mask %s: %w", p, err)
+		}
+	}
+	for _, p := range readOnlyPaths {
+		if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+		if err := unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|nosuidNodevNoexec, ""); err != nil {
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// idmapInPlace mounts an idmapped clone of dir on dir: files owned by host
+// ID n appear owned by the user namespace's n.
+func idmapInPlace(dir string, usernsFD int) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("idmap %s: open_tree: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFD)}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		return fmt.Errorf("idmap %s: mount_setattr: %w", dir, err)
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("idmap %s: move_mount: %w", dir, err)
+	}
+	return nil
 }
 
 var devices = []struct {
@@ -235,8 +319,8 @@ var devices = []struct {
 	major, minor uint32
 }{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}}
 
-func mountSpecial(old string) error {
-	for _, m := range specialMounts {
+func mountSpecial(old string, hostID uint32) error {
+	for _, m := range specialMounts(hostID) {
 		if err := os.MkdirAll(m.target, 0o755); err != nil {
 			return fmt.Errorf("mkdir %s: %w", m.target, err)
 		}
@@ -253,6 +337,9 @@ func mountSpecial(old string) error {
 			err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor)))
 			if err == nil {
 				err = unix.Chmod(p, 0o666) // umask applied to mknod
+				if err == nil && hostID != 0 {
+					err = unix.Lchown(p, int(hostID), int(hostID))
+				}
 			} else {
 				err = bindFile(old+p, p)
 			}

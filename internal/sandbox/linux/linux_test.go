@@ -136,11 +136,14 @@ func TestConformance(t *testing.T) {
 
 // env is a runtime, one sandbox in it, and cleanup with leak checks.
 type env struct {
-	t  *testing.T
-	rt *linux.Runtime
-	sb string
-	fs []string
+	t     *testing.T
+	rt    *linux.Runtime
+	sb    string
+	fs    []string
+	state string
 }
+
+func (e *env) dir() string { return e.state }
 
 func newEnv(t *testing.T, cfg sandbox.SandboxConfig) *env {
 	privileged(t)
@@ -162,7 +165,7 @@ func newEnv(t *testing.T, cfg sandbox.SandboxConfig) *env {
 	if _, err := rt.CreateSandbox(t.Context(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, rt: rt, sb: cfg.ID, fs: rootfs}
+	return &env{t: t, rt: rt, sb: cfg.ID, fs: rootfs, state: dir}
 }
 
 // run starts a container and returns its exit and output.
@@ -244,11 +247,27 @@ func TestReadOnlyRoot(t *testing.T) {
 
 func TestOOMKilled(t *testing.T) {
 	e := newEnv(t, sandbox.SandboxConfig{ID: "oom"})
+	// A sibling in the same group, and another group: both unaffected.
+	if _, err := e.rt.StartContainer(t.Context(), e.sb, sandbox.ContainerConfig{Name: "sib", RootfsLayers: e.fs, Args: []string{"sleep", "1000"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.CreateSandbox(t.Context(), sandbox.SandboxConfig{ID: "oom-other"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.rt.RemoveSandbox(context.Background(), "oom-other") })
+	if _, err := e.rt.StartContainer(t.Context(), "oom-other", sandbox.ContainerConfig{Name: "o", RootfsLayers: e.fs, Args: []string{"sleep", "1000"}}); err != nil {
+		t.Fatal(err)
+	}
 	// 32 MiB limit; the shell builds a string far bigger than that.
 	ev, _ := e.run(sandbox.ContainerConfig{Name: "hog", Memory: 32 << 20,
 		Args: []string{"sh", "-c", `x=0123456789abcdef; while :; do x="$x$x"; done`}})
-	if !ev.OOMKilled || ev.ExitCode != 137 {
-		t.Errorf("exit %+v, want OOMKilled with 137", ev)
+	if ev.Name != "hog" || !ev.OOMKilled || ev.ExitCode != 137 {
+		t.Errorf("exit %+v, want hog OOMKilled with 137", ev)
+	}
+	for _, c := range [][2]string{{e.sb, "sib"}, {"oom-other", "o"}} {
+		if code, err := e.rt.Exec(t.Context(), c[0], c[1], sandbox.ExecConfig{Args: []string{"true"}}); err != nil || code != 0 {
+			t.Errorf("%s/%s after the OOM kill: %d, %v", c[0], c[1], code, err)
+		}
 	}
 }
 

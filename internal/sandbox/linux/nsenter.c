@@ -27,8 +27,11 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
+#include <stdint.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "lockdown.h"
 
 #define ERR_FD 3
 
@@ -75,6 +78,9 @@ __attribute__((constructor)) static void skiff_nsenter(int argc, char **argv) {
 	char *cgroups = take_env("_SKIFF_NSENTER_CGROUPS");
 	char *uidstr = take_env("_SKIFF_NSENTER_UID");
 	char *gidstr = take_env("_SKIFF_NSENTER_GID");
+	char *userns = take_env("_SKIFF_NSENTER_USERNS");
+	char *capstr = take_env("_SKIFF_NSENTER_CAPS");
+	char *filter = take_env("_SKIFF_NSENTER_SECCOMP");
 	fcntl(ERR_FD, F_SETFD, FD_CLOEXEC);
 	if (argc < 2)
 		nsenter_fail("nsenter: no command");
@@ -95,9 +101,20 @@ __attribute__((constructor)) static void skiff_nsenter(int argc, char **argv) {
 	int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		nsenter_fail("open %s: %s", path, strerror(errno));
+	// The user namespace is joined last, by the child: joining it first
+	// would leave no privilege over the other namespaces.
+	int usernsfd = -1;
+	if (userns != NULL && *userns == '1') {
+		snprintf(path, sizeof path, "/proc/%d/ns/user", pid);
+		usernsfd = open(path, O_RDONLY | O_CLOEXEC);
+		if (usernsfd < 0)
+			nsenter_fail("open %s: %s", path, strerror(errno));
+	}
+	uint64_t caps = capstr ? strtoull(capstr, NULL, 16) : 0;
 
-	// Join the container's cgroups (colon-separated cgroup.procs files)
-	// before forking, so that the child is accounted from its first page.
+	// Join the container's cgroups (colon-separated files to write "0"
+	// to: v1 tasks, v2 cgroup.procs) before forking, so that the child is
+	// accounted from its first page.
 	if (cgroups != NULL && *cgroups != '\0') {
 		char *save = NULL;
 		for (char *f = strtok_r(cgroups, ":", &save); f != NULL; f = strtok_r(NULL, ":", &save)) {
@@ -127,14 +144,17 @@ __attribute__((constructor)) static void skiff_nsenter(int argc, char **argv) {
 		if (fchdir(rootfd) < 0 || chroot(".") < 0 || chdir("/") < 0)
 			nsenter_fail("enter container root: %s", strerror(errno));
 		close(rootfd);
-		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
-			nsenter_fail("set uid %u gid %u: %s", uid, gid, strerror(errno));
+		char err[512];
+		if (skiff_lockdown(usernsfd, uid, gid, caps, filter, NULL, err, sizeof err) < 0)
+			nsenter_fail("%s", err);
 		execvp(argv[1], argv + 1);
 		if (errno == ENOENT)
 			nsenter_fail("exec: \"%s\": executable file not found in $PATH", argv[1]);
 		nsenter_fail("exec: \"%s\": %s", argv[1], strerror(errno));
 	}
 	close(rootfd);
+	if (usernsfd >= 0)
+		close(usernsfd);
 	close(ERR_FD);
 	// Keyboard signals from an exec TTY are for the command, not for us;
 	// the caller stops the helper with SIGKILL, which reaches the command

@@ -49,6 +49,12 @@ func inNewNamespaces(dir, hostname string) error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
+	// Every port may be bound by any user, as Docker does: a container's
+	// root has NET_BIND_SERVICE only in its own user namespace, which does
+	// not own this network namespace. /proc/sys/net is this thread's.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
+		return fmt.Errorf("unprivileged ports: %w", err)
+	}
 	for _, ns := range groupNamespaces {
 		if err := unix.Mount("/proc/thread-self/ns/"+ns.name, filepath.Join(dir, ns.name), "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("pin %s namespace: %w", ns.name, err)

@@ -61,12 +61,27 @@ type Config struct {
 	// Logger gets what the runtime has to say that no caller asked for.
 	// Default slog.Default().
 	Logger *slog.Logger
+
+	// NoUserNamespaces runs containers without a user namespace: their
+	// root is the host's root (still without most capabilities, under
+	// seccomp). Only for hosts where the image snapshots sit on a file
+	// system without idmapped mounts, or kernels older than 5.19.
+	NoUserNamespaces bool
+	// IDMapBase and IDMapSlots define the pool of host ID ranges, 65536
+	// IDs each, of which every sandbox gets one for its user namespace.
+	// Default 0x10000000 and 16384 slots.
+	IDMapBase  uint32
+	IDMapSlots int
+	// DefaultPids limits the processes of a sandbox whose config sets
+	// no Pids. Default 4096; negative: no limit.
+	DefaultPids int64
 }
 
 // Runtime is the Linux sandbox runtime. See the package documentation.
 type Runtime struct {
 	cfg     Config
 	cg      *cgroups
+	ids     *idPool
 	w       *watcher
 	exits   *exitQueue
 	devnull *os.File
@@ -132,6 +147,18 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.IDMapBase == 0 {
+		cfg.IDMapBase = defaultIDMapBase
+	}
+	if cfg.IDMapSlots <= 0 {
+		cfg.IDMapSlots = defaultIDMapSlots
+	}
+	if uint64(cfg.IDMapBase)+uint64(cfg.IDMapSlots)*idRange > 1<<32-1 {
+		return nil, fmt.Errorf("%w: linux runtime: ID map pool beyond 32 bits", sandbox.ErrInvalid)
+	}
+	if cfg.DefaultPids == 0 {
+		cfg.DefaultPids = 4096
+	}
 	abs, err := filepath.Abs(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -156,6 +183,7 @@ func New(cfg Config) (*Runtime, error) {
 	r := &Runtime{
 		cfg:       cfg,
 		cg:        cg,
+		ids:       newIDPool(cfg.IDMapBase, cfg.IDMapSlots),
 		w:         w,
 		exits:     newExitQueue(),
 		devnull:   devnull,
@@ -283,6 +311,11 @@ func (r *Runtime) onExit(c *ctr) {
 		ev.Message = "exit status unknown: " + err.Error()
 	}
 	ev.OOMKilled = r.cg.oomKills(cgroupRel(c.sb.id, c.st.Name)) > 0
+	if c.sb.st.PausePID != 0 {
+		// In a shared pid namespace the container's other processes
+		// outlive its pid 1; they end with it, as in their own.
+		r.cg.kill(cgroupRel(c.sb.id, c.st.Name))
+	}
 	if ev.OOMKilled && ev.Message == "" {
 		ev.Message = "OOMKilled"
 	}
@@ -342,7 +375,11 @@ func (r *Runtime) load() error {
 		}
 		id := e.Name()
 		sb := &sbox{id: id, dir: filepath.Join(base, id), containers: map[string]*ctr{}}
-		if err := readJSON(filepath.Join(sb.dir, "sandbox.json"), &sb.st); err != nil || !sb.st.Complete {
+		err := readJSON(filepath.Join(sb.dir, "sandbox.json"), &sb.st)
+		if sb.st.HostID != 0 {
+			r.ids.claim(sb.st.HostID)
+		}
+		if err != nil || !sb.st.Complete {
 			// Cut off while being created: nothing ran in it yet.
 			r.log.Info("sandbox: removing half-created sandbox", "sandbox", id)
 			if err := r.destroy(context.Background(), sb); err != nil {

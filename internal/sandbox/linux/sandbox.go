@@ -103,19 +103,42 @@ func (r *Runtime) build(ctx context.Context, sb *sbox, cfg sandbox.SandboxConfig
 		hostname = hostname[:64]
 	}
 	cfg.Hostname = hostname
+	var hostID uint32
+	if !r.cfg.NoUserNamespaces {
+		id, err := r.ids.alloc()
+		if err != nil {
+			return err
+		}
+		hostID = id
+		sb.st.HostID = id // released by destroy, should this fail
+	}
 	// Written first: a half-created sandbox is recognised (Complete unset)
 	// and cleaned up by the next Runtime.
-	if err := writeJSON(filepath.Join(sb.dir, "sandbox.json"), sandboxState{Config: stripFiles(cfg), CreatedAt: time.Now()}); err != nil {
+	if err := writeJSON(filepath.Join(sb.dir, "sandbox.json"), sandboxState{Config: stripFiles(cfg), CreatedAt: time.Now(), HostID: hostID}); err != nil {
 		return err
 	}
 	if err := createNamespaces(filepath.Join(sb.dir, "ns"), hostname); err != nil {
 		return fmt.Errorf("sandbox namespaces: %w", err)
 	}
-	if err := r.cg.create(sb.id, cfg.MilliCPU, cfg.Memory, cfg.Pids, true); err != nil {
+	if hostID != 0 {
+		if err := createUserNS(filepath.Join(sb.dir, "ns", "user"), hostID); err != nil {
+			return fmt.Errorf("sandbox namespaces: %w", err)
+		}
+	}
+	pids := cfg.Pids
+	if pids == 0 && r.cfg.DefaultPids > 0 {
+		pids = r.cfg.DefaultPids
+	}
+	if err := r.cg.create(sb.id, cfg.MilliCPU, cfg.Memory, pids, true); err != nil {
 		return err
 	}
 	for _, v := range cfg.Volumes {
-		if err := makeVolume(sb.dir, v); err != nil {
+		if err := makeVolume(sb.dir, v, hostID); err != nil {
+			return err
+		}
+	}
+	if cfg.SharePID {
+		if err := r.startPause(sb); err != nil {
 			return err
 		}
 	}
@@ -136,10 +159,11 @@ func (r *Runtime) build(ctx context.Context, sb *sbox, cfg sandbox.SandboxConfig
 			return fmt.Errorf("publish ports: %w", err)
 		}
 	}
-	if err := writeEtc(filepath.Join(sb.dir, "etc"), cfg, ip); err != nil {
+	if err := writeEtc(filepath.Join(sb.dir, "etc"), cfg, ip, hostID); err != nil {
 		return err
 	}
-	st := sandboxState{Config: stripFiles(cfg), IP: ip, CreatedAt: time.Now(), Complete: true}
+	st := sandboxState{Config: stripFiles(cfg), IP: ip, CreatedAt: time.Now(), Complete: true, HostID: hostID,
+		PausePID: sb.st.PausePID, PauseTicks: sb.st.PauseTicks}
 	if err := writeJSON(filepath.Join(sb.dir, "sandbox.json"), st); err != nil {
 		return err
 	}
@@ -159,7 +183,9 @@ func stripFiles(cfg sandbox.SandboxConfig) sandbox.SandboxConfig {
 	return cfg
 }
 
-func makeVolume(sbDir string, v sandbox.VolumeConfig) error {
+// makeVolume makes a volume's directory. With a user namespace (hostID
+// not 0) what the runtime creates belongs to the container's root.
+func makeVolume(sbDir string, v sandbox.VolumeConfig, hostID uint32) error {
 	if v.Kind == "hostPath" {
 		return nil
 	}
@@ -171,11 +197,19 @@ func makeVolume(sbDir string, v sandbox.VolumeConfig) error {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		return err
 	}
+	if hostID != 0 {
+		if err := os.Chown(dir, int(hostID), int(hostID)); err != nil {
+			return fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+	}
 	switch v.Kind {
 	case "memory":
 		// Mounted in the host namespace so that every container of the
 		// group binds the same tmpfs; RemoveSandbox unmounts it.
 		data := "mode=0777"
+		if hostID != 0 {
+			data += fmt.Sprintf(",uid=%d,gid=%d", hostID, hostID)
+		}
 		if v.SizeLimit > 0 {
 			data += ",size=" + strconv.FormatInt(v.SizeLimit, 10)
 		}
@@ -199,13 +233,16 @@ func makeVolume(sbDir string, v sandbox.VolumeConfig) error {
 				return err
 			}
 		}
+		if hostID != 0 {
+			return chownTree(dir, hostID)
+		}
 	}
 	return nil
 }
 
 // writeEtc generates the group's /etc/hosts, /etc/resolv.conf and
 // /etc/hostname, bind-mounted into every container.
-func writeEtc(dir string, cfg sandbox.SandboxConfig, ip string) error {
+func writeEtc(dir string, cfg sandbox.SandboxConfig, ip string, hostID uint32) error {
 	var hosts strings.Builder
 	hosts.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 	if ip != "" {
@@ -246,6 +283,11 @@ func writeEtc(dir string, cfg sandbox.SandboxConfig, ip string) error {
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
 			return fmt.Errorf("sandbox %s: %w", name, err)
+		}
+		if hostID != 0 {
+			if err := os.Chown(filepath.Join(dir, name), int(hostID), int(hostID)); err != nil {
+				return fmt.Errorf("sandbox %s: %w", name, err)
+			}
 		}
 	}
 	return nil
@@ -300,6 +342,10 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 			return ctx.Err()
 		}
 	}
+	if sb.st.PausePID != 0 {
+		killPause(sb.st.PausePID, sb.st.PauseTicks)
+		names = append(names, pauseName)
+	}
 	// Containers on disk but unknown to us (a failed load) still have cgroups.
 	if ents, err := os.ReadDir(filepath.Join(sb.dir, "containers")); err == nil {
 		for _, e := range ents {
@@ -324,6 +370,9 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 		if err := os.RemoveAll(sb.dir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(errs) == 0 && sb.st.HostID != 0 {
+		r.ids.release(sb.st.HostID)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("remove sandbox %s: %w", sb.id, errors.Join(errs...))

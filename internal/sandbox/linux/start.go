@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -110,6 +111,13 @@ func (r *Runtime) prepare(sb *sbox, c *ctr, cfg sandbox.ContainerConfig) (*initC
 			return nil, fmt.Errorf("container dir: %w", err)
 		}
 	}
+	hostID := sb.st.HostID
+	if hostID != 0 {
+		// The overlay's root directory takes its owner from the upper one.
+		if err := os.Chown(filepath.Join(fsDir, "upper"), int(hostID), int(hostID)); err != nil {
+			return nil, fmt.Errorf("container dir: %w", err)
+		}
+	}
 	if err := rotateLogs(c.dir); err != nil {
 		return nil, err
 	}
@@ -125,15 +133,17 @@ func (r *Runtime) prepare(sb *sbox, c *ctr, cfg sandbox.ContainerConfig) (*initC
 	if err != nil {
 		return nil, err
 	}
-	ns := filepath.Join(sb.dir, "ns")
+	userNS := ""
+	if hostID != 0 {
+		userNS = filepath.Join(sb.dir, "ns", "user")
+	}
 	return &initConfig{
+		UserNS:       userNS,
+		HostID:       hostID,
 		Rootfs:       filepath.Join(fsDir, "root"),
 		Lower:        cfg.RootfsLayers,
 		Upper:        filepath.Join(fsDir, "upper"),
 		Work:         filepath.Join(fsDir, "work"),
-		NetNS:        filepath.Join(ns, "net"),
-		IPCNS:        filepath.Join(ns, "ipc"),
-		UTSNS:        filepath.Join(ns, "uts"),
 		Mounts:       mounts,
 		ReadOnlyRoot: cfg.ReadOnlyRoot,
 		Args:         cfg.Args,
@@ -187,6 +197,11 @@ func containerMounts(sb *sbox, cfg sandbox.ContainerConfig) ([]initMount, error)
 					if err := os.MkdirAll(src, 0o777); err != nil {
 						return nil, err
 					}
+					if id := sb.st.HostID; id != 0 {
+						if err := os.Chown(src, int(id), int(id)); err != nil {
+							return nil, err
+						}
+					}
 				}
 			}
 		}
@@ -218,10 +233,44 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 	sock := os.NewFile(uintptr(fds[0]), "init")
 	defer sock.Close()
 
+	// The group's namespaces, joined by the init stage's C half (see
+	// lockdown.c) as fds 4, 5, 6; the user namespace as fd 7.
+	files := []uintptr{r.devnull.Fd(), logf.Fd(), logf.Fd(), child.Fd()}
+	env := []string{initEnv + "=1", "_SKIFF_NSFDS=4,5,6",
+		"_SKIFF_CAPS=" + strconv.FormatUint(defaultCaps, 16), "_SKIFF_SECCOMP=" + seccompHex()}
+	nsNames := []string{"net", "ipc", "uts"}
+	if icfg.UserNS != "" {
+		nsNames = append(nsNames, "user")
+		env = append(env, "_SKIFF_USERNS_FD=7")
+	}
+	for _, n := range nsNames {
+		f, err := os.Open(filepath.Join(c.sb.dir, "ns", n))
+		if err != nil {
+			return fmt.Errorf("%w: open namespace: %v", sandbox.ErrUnavailable, err)
+		}
+		defer f.Close()
+		files = append(files, f.Fd())
+	}
+	// v1: the C half joins its cgroups itself (see selfJoinFiles), through
+	// these fds; v2: the runtime moves it.
+	selfJoin := !r.cg.v2
+	if selfJoin {
+		var fds []string
+		for _, p := range r.cg.selfJoinFiles(cgroupRel(c.sb.id, c.st.Name)) {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+			}
+			defer f.Close()
+			fds = append(fds, strconv.Itoa(len(files)))
+			files = append(files, f.Fd())
+		}
+		env = append(env, "_SKIFF_CGROUP_FDS="+strings.Join(fds, ","))
+	}
 	pidfd := -1
 	attr := &syscall.ProcAttr{
-		Env:   []string{initEnv + "=1"},
-		Files: []uintptr{r.devnull.Fd(), logf.Fd(), logf.Fd(), child.Fd()},
+		Env:   env,
+		Files: files,
 		Sys: &syscall.SysProcAttr{
 			// Own session: a signal to the agent's terminal or process
 			// group does not reach workloads. No Pdeathsig: workloads
@@ -231,7 +280,22 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 			PidFD:      &pidfd,
 		},
 	}
-	pid, _, err := syscall.StartProcess("/proc/self/exe", []string{"skiff-sandbox-init"}, attr)
+	var pid int
+	if c.sb.st.PausePID == 0 {
+		pid, _, err = syscall.StartProcess("/proc/self/exe", []string{"skiff-sandbox-init"}, attr)
+	} else {
+		// Into the group's pid namespace, where the pause is pid 1.
+		attr.Sys.Cloneflags &^= unix.CLONE_NEWPID
+		var pausefd int
+		if pausefd, err = openPause(&c.sb.st); err != nil {
+			return err
+		}
+		err = inPidNS(pausefd, func() (err error) {
+			pid, _, err = syscall.StartProcess("/proc/self/exe", []string{"skiff-sandbox-init"}, attr)
+			return err
+		})
+		unix.Close(pausefd)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: start init stage: %v", sandbox.ErrUnavailable, err)
 	}
@@ -278,8 +342,10 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 	if c.st.StartTicks, _, err = procStartTicks(pid); err != nil {
 		return r.startFailed(ctx, "init stage", err)
 	}
-	if err := r.cg.addProc(cgroupRel(c.sb.id, c.st.Name), pid); err != nil {
-		return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+	if !selfJoin {
+		if err := r.cg.addProc(cgroupRel(c.sb.id, c.st.Name), pid); err != nil {
+			return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+		}
 	}
 	if _, err := sock.Write([]byte{'g'}); err != nil {
 		return r.startFailed(ctx, "send go", err)

@@ -15,7 +15,7 @@ import (
 // On disk, under Config.StateDir:
 //
 //	sandboxes/<id>/sandbox.json           sandboxState
-//	sandboxes/<id>/ns/{net,ipc,uts}       pinned namespaces (bind mounts)
+//	sandboxes/<id>/ns/{net,ipc,uts,user}  pinned namespaces (bind mounts)
 //	sandboxes/<id>/etc/{hosts,...}        generated files, bind-mounted
 //	sandboxes/<id>/volumes/<name>/        emptyDir, memory (tmpfs), files
 //	sandboxes/<id>/containers/<name>/
@@ -28,6 +28,13 @@ type sandboxState struct {
 	Config    sandbox.SandboxConfig
 	IP        string
 	CreatedAt time.Time
+	// HostID is the first host uid/gid of the sandbox's user namespace
+	// (0: none).
+	HostID uint32
+	// PausePID and PauseTicks identify the pid 1 of a shared pid
+	// namespace (SandboxConfig.SharePID).
+	PausePID   int    `json:",omitempty"`
+	PauseTicks uint64 `json:",omitempty"`
 	// Complete is set once CreateSandbox finished; a sandbox found without
 	// it was cut off half-way and is removed on recovery.
 	Complete bool

@@ -680,6 +680,11 @@ func testCannotRun(t *testing.T, e *env) {
 
 func testVolumes(t *testing.T, e *env) {
 	hostDir := t.TempDir()
+	// A container's root need not be the host's (user namespaces): a
+	// host directory it writes to must let any user write.
+	if err := os.Chmod(hostDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	cfg := sandbox.SandboxConfig{
 		ID: "vols", Hostname: "vols",
 		Nameservers: []string{"10.0.0.53"}, Searches: []string{"ns.svc.cluster.local"},

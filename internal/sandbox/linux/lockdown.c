@@ -1,0 +1,338 @@
+// lockdown.c: credentials, capabilities, no_new_privs and seccomp for a
+// container process, done in C because they are per thread (capabilities)
+// or need a single-threaded process (setns into a user namespace), and a
+// Go process is neither.
+//
+// The init stage's parent half (skiff_init_stage, below) uses it to become
+// the workload; the exec helper (nsenter.c) for exec'd commands.
+//
+// The pause process (SandboxConfig.SharePID): _SKIFF_PAUSE=<dir> makes the
+// process an idle pid 1 that reaps orphans, chrooted into an empty dir.
+
+#define _GNU_SOURCE
+#include "lockdown.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <pthread.h>
+
+extern char **environ;
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+	int e = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < errlen)
+		snprintf(err + n, errlen - n, ": %s", strerror(e));
+	return -1;
+}
+
+static int unhex(char c) {
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int skiff_lockdown(int userns_fd, uid_t uid, gid_t gid, uint64_t caps, const char *filter_hex,
+                   const char *cwd, char *err, size_t errlen) {
+	if (userns_fd >= 0) {
+		if (setns(userns_fd, CLONE_NEWUSER) < 0)
+			return fail(err, errlen, "join user namespace");
+		close(userns_fd);
+	}
+	// Bounding set first: dropping needs CAP_SETPCAP, which a non-root
+	// uid loses below.
+	for (int c = 0; c < 64; c++) {
+		if (caps & (1ULL << c))
+			continue;
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0) {
+			if (errno == EINVAL)
+				break; // past the kernel's last capability
+			return fail(err, errlen, "drop capability %d", c);
+		}
+	}
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		return fail(err, errlen, "keep capabilities");
+	if (setgroups(0, NULL) < 0)
+		return fail(err, errlen, "setgroups");
+	if (setresgid(gid, gid, gid) < 0)
+		return fail(err, errlen, "setgid %u", gid);
+	if (setresuid(uid, uid, uid) < 0)
+		return fail(err, errlen, "setuid %u", uid);
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof data);
+	data[0].effective = data[0].permitted = (uint32_t)caps;
+	data[1].effective = data[1].permitted = (uint32_t)(caps >> 32);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return fail(err, errlen, "capset");
+	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 || prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+		return fail(err, errlen, "clear ambient capabilities");
+	if (cwd != NULL && chdir(cwd) < 0)
+		return fail(err, errlen, "working directory \"%s\"", cwd);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return fail(err, errlen, "no_new_privs");
+	size_t n = filter_hex ? strlen(filter_hex) / 16 : 0;
+	if (n == 0)
+		return 0;
+	struct sock_filter *f = calloc(n, sizeof *f);
+	if (f == NULL)
+		return fail(err, errlen, "seccomp filter");
+	unsigned char *b = (unsigned char *)f;
+	for (size_t i = 0; i < n * 8; i++) {
+		int hi = unhex(filter_hex[2 * i]), lo = unhex(filter_hex[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			errno = EINVAL;
+			return fail(err, errlen, "seccomp filter");
+		}
+		b[i] = (unsigned char)(hi << 4 | lo);
+	}
+	struct sock_fprog prog = {(unsigned short)n, f};
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+		return fail(err, errlen, "install seccomp filter");
+	free(f);
+	return 0;
+}
+
+static char *take(const char *name) {
+	char *v = getenv(name);
+	if (v == NULL)
+		return NULL;
+	v = strdup(v);
+	unsetenv(name);
+	return v;
+}
+
+// report writes {"Error":"..."} to fd 3 for the runtime and exits.
+static void report(const char *msg) {
+	char out[1200];
+	size_t o = 0;
+	o += snprintf(out, sizeof out, "{\"Error\":\"");
+	for (const char *p = msg; *p && o < sizeof out - 8; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = c;
+		} else if (c < 0x20) {
+			o += snprintf(out + o, sizeof out - o, "\\u%04x", c);
+		} else {
+			out[o++] = c;
+		}
+	}
+	o += snprintf(out + o, sizeof out - o, "\"}\n");
+	if (write(3, out, o) < 0) {
+		/* the runtime is gone */
+	}
+	_exit(1);
+}
+
+// The init stage, parent half. The runtime starts this binary with
+// _SKIFF_SANDBOX_INIT set, in new pid and mount namespaces, with
+//
+//     fd 3        the socketpair to the runtime
+//     _SKIFF_NSFDS  fds of the group's namespaces to join (net, ipc, uts)
+//     _SKIFF_USERNS_FD  the group's user namespace (absent: none)
+//     fd 4 in the child: the spec pipe
+//     _SKIFF_CAPS, _SKIFF_SECCOMP  what skiff_lockdown applies
+//     _SKIFF_CGROUP_FDS  v1 "tasks" files of its cgroups, to join itself
+//
+// This constructor joins the group's namespaces and forks. The child goes
+// on into the Go runtime (linux.Init, init.go), builds the container's
+// mount tree, pivots into it (which moves our root too: same mount
+// namespace) and sends us the exec spec on a pipe. We stay single-threaded
+// C and become the workload: join our cgroups (v1; on v2 the runtime
+// moves us), report ready, wait for "go", enter a cgroup namespace, lock
+// down and exec.
+// The workload is thus pid 1 and the runtime's own child, and no second
+// exec of this binary is needed (its ELF interpreter is not in the
+// container's root anyway).
+static size_t read_all(int fd, char **out) {
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (len == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += n;
+	}
+	*out = buf;
+	return len;
+}
+
+// next returns the NUL-terminated string at *p in [*p, end), or NULL.
+static char *next(char **p, char *end) {
+	char *s = *p;
+	char *z = s < end ? memchr(s, 0, end - s) : NULL;
+	if (z == NULL)
+		return NULL;
+	*p = z + 1;
+	return s;
+}
+
+static char **next_list(char **p, char *end) {
+	char *ns = next(p, end);
+	if (ns == NULL)
+		return NULL;
+	long n = strtol(ns, NULL, 10);
+	if (n < 0 || n > 1 << 20)
+		return NULL;
+	char **v = calloc(n + 1, sizeof *v);
+	for (long i = 0; i < n; i++)
+		if ((v[i] = next(p, end)) == NULL)
+			return NULL;
+	return v;
+}
+
+__attribute__((constructor)) static void skiff_init_stage(void) {
+	if (getenv("_SKIFF_SANDBOX_INIT") == NULL)
+		return;
+	char *nsfds = take("_SKIFF_NSFDS"), *userns = take("_SKIFF_USERNS_FD");
+	char *caps = take("_SKIFF_CAPS"), *filter = take("_SKIFF_SECCOMP");
+	char *cgfds = take("_SKIFF_CGROUP_FDS");
+	char err[512];
+	if (nsfds != NULL) {
+		char *save = NULL;
+		for (char *f = strtok_r(nsfds, ",", &save); f != NULL; f = strtok_r(NULL, ",", &save)) {
+			int fd = atoi(f);
+			if (setns(fd, 0) < 0) {
+				fail(err, sizeof err, "join the group's namespaces");
+				report(err);
+			}
+			close(fd);
+		}
+	}
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fail(err, sizeof err, "pipe");
+		report(err);
+	}
+	pid_t child = fork();
+	if (child < 0) {
+		fail(err, sizeof err, "fork init helper");
+		report(err);
+	}
+	if (child == 0) {
+		// The Go runtime reads the environment the kernel gave us, not
+		// libc's: the spec pipe goes to a fixed fd (4: free again).
+		close(p[0]);
+		if (dup2(p[1], 4) < 0)
+			_exit(1);
+		return; // on into the Go runtime: linux.Init
+	}
+	close(p[1]);
+	char *spec;
+	size_t len = read_all(p[0], &spec);
+	close(p[0]);
+	int st;
+	while (waitpid(child, &st, 0) < 0 && errno == EINTR) {
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		_exit(1); // the helper reported why, or died (the runtime sees EOF)
+	// prog, cwd, uid, gid, argc, argv..., envc, env...
+	char *q = spec, *end = spec + len;
+	char *prog = next(&q, end), *cwd = next(&q, end), *uid = next(&q, end), *gid = next(&q, end);
+	char **argv = next_list(&q, end), **envp = next_list(&q, end);
+	if (prog == NULL || cwd == NULL || uid == NULL || gid == NULL || argv == NULL || envp == NULL || argv[0] == NULL)
+		report("init stage: bad exec spec");
+	// Join our cgroups (v1 tasks files, opened by the runtime): "0" moves
+	// just this thread, which is cheap (see cgroups.selfJoinFiles).
+	if (cgfds != NULL && *cgfds) {
+		char *save = NULL;
+		for (char *f = strtok_r(cgfds, ",", &save); f != NULL; f = strtok_r(NULL, ",", &save)) {
+			int fd = atoi(f);
+			if (write(fd, "0", 1) != 1) {
+				fail(err, sizeof err, "join cgroup");
+				report(err);
+			}
+			close(fd);
+		}
+	}
+	static const char ready[] = "{\"Ready\":true}\n";
+	if (write(3, ready, sizeof ready - 1) < 0)
+		_exit(1);
+	char c;
+	ssize_t n;
+	while ((n = read(3, &c, 1)) < 0 && errno == EINTR) {
+	}
+	if (n != 1)
+		_exit(1); // the runtime gave up on us
+	// A cgroup namespace rooted at our cgroup: the workload sees "/".
+	if (unshare(CLONE_NEWCGROUP) < 0) {
+		fail(err, sizeof err, "unshare cgroup namespace");
+		report(err);
+	}
+	fcntl(3, F_SETFD, FD_CLOEXEC); // EOF on exec tells the runtime we run
+	if (skiff_lockdown(userns ? atoi(userns) : -1, (uid_t)strtoul(uid, NULL, 10), (gid_t)strtoul(gid, NULL, 10),
+	                   caps ? strtoull(caps, NULL, 16) : 0, filter, *cwd ? cwd : "/", err, sizeof err) < 0)
+		report(err);
+	execve(prog, argv, envp);
+	int e = errno;
+	snprintf(err, sizeof err, "exec \"%s\": %s", argv[0], strerror(e));
+	report(err);
+}
+
+__attribute__((constructor)) static void skiff_pause(void) {
+	char *dir = take("_SKIFF_PAUSE");
+	if (dir == NULL)
+		return;
+	for (int fd = 0; fd < 3; fd++)
+		close(fd);
+	if (chroot(dir) < 0 || chdir("/") < 0)
+		_exit(1);
+	sigset_t set;
+	sigfillset(&set);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	for (;;) {
+		while (waitpid(-1, NULL, WNOHANG) > 0) {
+		}
+		sigwaitinfo(&set, NULL);
+	}
+}
+
+static int userns_child(void *arg) {
+	char c;
+	// Raw syscalls only: we share the parent's memory and thread area.
+	while (syscall(SYS_read, (long)(intptr_t)arg, &c, 1) < 0) {
+	}
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+int skiff_userns_spawn(int fd, void *stack, size_t size) {
+	sigset_t all, old;
+	sigfillset(&all);
+	// The child must never run a (Go) signal handler: it starts with
+	// everything blocked.
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int pid = clone(userns_child, (char *)stack + size, CLONE_VM | CLONE_FILES | CLONE_NEWUSER | SIGCHLD, (void *)(intptr_t)fd);
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return pid < 0 ? -e : pid;
+}

@@ -1,0 +1,94 @@
+package tenancy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/skiffhq/skiff/api"
+	"github.com/skiffhq/skiff/internal/errdefs"
+	"github.com/skiffhq/skiff/internal/store"
+)
+
+// ErrTokenUsed is store.ErrTokenUsed: the create's client token was seen.
+var ErrTokenUsed = store.ErrTokenUsed
+
+// CreateGroup writes a new group charged to its account, refusing it with
+// ErrQuota when it would take the account over its quota. The charge and
+// the group are one etcd transaction, serialized per account on the usage
+// record, so concurrent creates never over-admit.
+func (m *Manager) CreateGroup(ctx context.Context, g *api.Group) (*api.Group, error) {
+	q, err := m.store.GetQuota(ctx, g.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	r := g.Spec.Requests()
+	entry := store.UsageEntry{MilliCPU: r.MilliCPU, Memory: r.Memory}
+	admit := func(u *store.UsageRecord) error { return checkQuota(g.AccountID, q, u, entry) }
+	out, err := m.store.CreateGroupCharged(ctx, g, entry, admit)
+	if errors.Is(err, errdefs.ErrQuota) {
+		// Deleted groups leave their entries behind: prune, then try once more.
+		if _, perr := m.store.PruneUsage(ctx, g.AccountID); perr != nil {
+			return nil, perr
+		}
+		out, err = m.store.CreateGroupCharged(ctx, g, entry, admit)
+	}
+	return out, err
+}
+
+func checkQuota(acct string, q api.Quota, u *store.UsageRecord, e store.UsageEntry) error {
+	cpu, mem, n := u.Totals()
+	switch {
+	case q.Groups > 0 && n+1 > q.Groups:
+		return errdefs.Userf(errdefs.ErrQuota, fmt.Sprintf("account %s holds %d container groups, its quota is %d", acct, n, q.Groups))
+	case q.MilliCPU > 0 && cpu+e.MilliCPU > q.MilliCPU:
+		return errdefs.Userf(errdefs.ErrQuota, fmt.Sprintf("account %s holds %s vCPU and asks %s more, its quota is %s vCPU",
+			acct, api.CPU(cpu), api.CPU(e.MilliCPU), api.CPU(q.MilliCPU)))
+	case q.Memory > 0 && mem+e.Memory > q.Memory:
+		return errdefs.Userf(errdefs.ErrQuota, fmt.Sprintf("account %s holds %v memory and asks %v more, its quota is %v",
+			acct, api.Quantity(mem), api.Quantity(e.Memory), api.Quantity(q.Memory)))
+	}
+	return nil
+}
+
+// Usage returns what an account holds now against its quota.
+func (m *Manager) Usage(ctx context.Context, accountID string) (*api.AccountUsage, error) {
+	q, err := m.store.GetQuota(ctx, accountID)
+	if err != nil {
+		return nil, err
+	}
+	u, err := m.store.PruneUsage(ctx, accountID)
+	if err != nil {
+		return nil, err
+	}
+	cpu, mem, n := u.Totals()
+	return &api.AccountUsage{AccountID: accountID, Quota: q, MilliCPU: cpu, Memory: mem, Groups: n}, nil
+}
+
+// CheckSpot validates a spec's spot fields against the price table: a
+// SpotWithPriceLimit group whose limit is below the spot price cannot run.
+func (m *Manager) CheckSpot(s *api.GroupSpec) error {
+	switch s.SpotStrategy {
+	case "", api.SpotNone:
+		if s.SpotPriceLimit != 0 {
+			return errdefs.Invalid("spotPriceLimit is only valid with spotStrategy SpotWithPriceLimit")
+		}
+		return nil
+	case api.SpotAsPriceGo:
+		if s.SpotPriceLimit != 0 {
+			return errdefs.Invalid("spotPriceLimit is only valid with spotStrategy SpotWithPriceLimit")
+		}
+		return nil
+	case api.SpotWithLimit:
+		if !(s.SpotPriceLimit > 0) || s.SpotPriceLimit > 1e6 {
+			return errdefs.Invalid("spotPriceLimit must be a positive hourly price with spotStrategy SpotWithPriceLimit")
+		}
+		r := s.Requests()
+		p := m.Price(r.MilliCPU, r.Memory, true)
+		if p.Hourly > s.SpotPriceLimit {
+			return errdefs.Invalid(fmt.Sprintf("the spot price of this shape is %.4f %s/hour, above spotPriceLimit %.4f", p.Hourly, p.Currency, s.SpotPriceLimit))
+		}
+		return nil
+	}
+	return errdefs.Invalid(fmt.Sprintf("spotStrategy %q: want NoSpot, SpotAsPriceGo or SpotWithPriceLimit", s.SpotStrategy))
+}
