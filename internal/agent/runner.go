@@ -378,7 +378,7 @@ func shortDigest(d string) string {
 func (r *runner) sandboxConfig() sandbox.SandboxConfig {
 	s := &r.g.Spec
 	req := s.Requests()
-	cfg := sandbox.SandboxConfig{ID: r.id, Hostname: s.Hostname, Labels: r.g.Labels}
+	cfg := sandbox.SandboxConfig{ID: r.id, Hostname: s.Hostname, Labels: r.g.Labels, SharePID: s.ShareProcessNamespace}
 	if cfg.Hostname == "" {
 		cfg.Hostname = r.g.Name
 	}

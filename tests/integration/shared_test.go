@@ -20,6 +20,7 @@ func TestCluster(t *testing.T) {
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, cl) })
 	t.Run("Scheduling", func(t *testing.T) { testScheduling(t, cl) })
 	t.Run("RestartPolicies", func(t *testing.T) { testRestartPolicies(t, cl) })
+	t.Run("PodSharing", func(t *testing.T) { testPodSharing(t, cl) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, cl) })
 }
 
