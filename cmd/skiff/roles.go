@@ -35,6 +35,7 @@ func addRoleCommands(root *cobra.Command) {
 type serverFlags struct {
 	dataDir, listen, agentListen, etcdEndpoints, etcdClient, etcdPeer, clusterCIDR, policy, logLevel string
 	advertiseAPI                                                                                     string
+	pprof                                                                                            string
 	priceTable, region                                                                               string
 	spotNotice                                                                                       time.Duration
 	advertiseHosts                                                                                   []string
@@ -56,6 +57,7 @@ func (f *serverFlags) add(cmd *cobra.Command, defDir string) {
 	fl.StringVar(&f.priceTable, "price-table", "", "JSON price table: {\"currency\",\"onDemand\":{\"vcpuHour\",\"gibHour\"},\"spot\":{...}} (default: built in)")
 	fl.DurationVar(&f.spotNotice, "spot-reclaim-notice", 3*time.Minute, "warning (event SpotToBeReleased) ahead of reclaiming a spot group")
 	fl.StringVar(&f.region, "region", "skiff", "region id the ECI-compatible API reports")
+	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060; no auth")
 }
 
 func (f *serverFlags) config(log *slog.Logger) server.Config {
@@ -202,6 +204,7 @@ to $SKIFF_CONFIG or ~/.skiff/config.json, so the other verbs just work.`,
 			if os.Geteuid() != 0 {
 				return errors.New("skiff up runs sandboxes with namespaces and cgroups: run it as root")
 			}
+			startPprof(sf.pprof, log)
 			scfg := sf.config(log.With("role", "server"))
 			scfg.ClientConfigPath = client.DefaultConfigPath()
 			srv, err := server.New(scfg)
@@ -293,6 +296,7 @@ func newServerCmd() *cobra.Command {
 			}
 			cfg := sf.config(log)
 			cfg.ClientConfigPath = clientCfg
+			startPprof(sf.pprof, log)
 			srv, err := server.New(cfg)
 			if err != nil {
 				return err

@@ -42,6 +42,7 @@ docker-like verbs below against it.`,
 		c.GroupID = "tenancy"
 		root.AddCommand(c)
 	}
+	root.AddCommand(newBenchCmd(a)) // bench.go
 	addRoleCommands(root)
 	root.AddCommand(inGroup("roles", newKubeletCmd(a)))
 	return root

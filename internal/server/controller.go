@@ -142,12 +142,7 @@ func (c *controller) schedule(ctx context.Context, guard clientv3.Cmp) error {
 		byID[g.ID] = g
 	}
 	decisions := scheduler.Place(snap, reqs, c.policy)
-	for _, d := range decisions {
-		if err := c.apply(ctx, guard, byID[d.GroupID], d, hostRev); err != nil {
-			return err
-		}
-	}
-	return nil
+	return c.applyAll(ctx, guard, byID, decisions, hostRev) // schedbatch.go
 }
 
 // apply commits one decision if neither the group nor the chosen host

@@ -232,10 +232,14 @@ func (h *Hub) keepAlive(ctx context.Context, hostID string, sess *yamux.Session)
 			_, err = cli.Put(ctx, h.store.AliveKey(hostID), time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID))
 		}
 		if err == nil {
+			h.ensureReady(ctx, hostID)
+		}
+		if err == nil {
 			var ka <-chan *clientv3.LeaseKeepAliveResponse
 			ka, err = cli.KeepAlive(ctx, lease.ID)
 			if err == nil {
 				for range ka {
+					h.ensureReady(ctx, hostID) // every few seconds
 				}
 			}
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -250,6 +254,19 @@ func (h *Hub) keepAlive(ctx context.Context, hostID string, sess *yamux.Session)
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// ensureReady marks a host whose session and alive key hold Ready again:
+// the leader may have marked it NotReady between the hello (which set
+// Ready) and the alive key's write, having read the alive keys before it.
+func (h *Hub) ensureReady(ctx context.Context, hostID string) {
+	_, _ = h.store.UpdateHost(ctx, hostID, func(host *api.Host) error {
+		if host.State != api.HostNotReady {
+			return store.ErrNoChange
+		}
+		host.State = api.HostReady
+		return nil
+	})
 }
 
 // agentAPI is what an agent calls on its session.
@@ -354,6 +371,7 @@ func (h *Hub) streamAssignments(w http.ResponseWriter, r *http.Request, hostID s
 // applyStatus records what an agent observed.
 func (h *Hub) applyStatus(ctx context.Context, hostID string, ups []hostapi.GroupUpdate) error {
 	var events []api.Event
+	var updates []hostapi.GroupUpdate // batched: statusbatch.go
 	for _, u := range ups {
 		for i := range u.Events {
 			u.Events[i].GroupID = u.ID
@@ -366,16 +384,10 @@ func (h *Hub) applyStatus(ctx context.Context, hostID string, ups []hostapi.Grou
 			}
 			continue
 		}
-		_, err := h.store.UpdateGroup(ctx, u.ID, func(g *api.Group) error {
-			if g.HostID != hostID {
-				return store.ErrNoChange // stale: the group moved or was never here
-			}
-			applyUpdate(g, &u)
-			return nil
-		})
-		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			return err
-		}
+		updates = append(updates, u)
+	}
+	if err := h.applyUpdates(ctx, hostID, updates); err != nil {
+		return err
 	}
 	if len(events) > 0 {
 		// Events of deleted groups would linger: drop those groups' events.

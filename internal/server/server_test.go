@@ -338,3 +338,19 @@ func TestWatchStreamsOwnGroups(t *testing.T) {
 		t.Fatalf("second event %+v", ev)
 	}
 }
+
+// TestOpenAPIDocumentsEveryRoute keeps /openapi.json in step with the mux.
+func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range (&apiHandler{}).apiRoutes() {
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		if _, ok := doc.Paths[path][strings.ToLower(method)]; !ok {
+			t.Errorf("openapi.json does not document %s", rt.pattern)
+		}
+	}
+}

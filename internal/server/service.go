@@ -45,21 +45,54 @@ func newID(prefix string) string {
 // scheduler places it. With a client token seen before, it returns the
 // group the first call made and created=false.
 func (s *Service) CreateGroup(ctx context.Context, c Caller, req *api.CreateGroupRequest) (g *api.Group, created bool, err error) {
+	g, cacheEv, err := s.prepareGroup(ctx, c, req)
+	if err != nil {
+		return nil, false, err
+	}
+	var out *api.Group
+	if s.ten != nil {
+		out, err = s.ten.CreateGroup(ctx, g) // quota-checked, atomically
+	} else {
+		out, err = s.store.CreateGroup(ctx, g)
+	}
+	return s.created(ctx, out, cacheEv, err)
+}
+
+// created finishes a create whose store write returned out, err.
+func (s *Service) created(ctx context.Context, out *api.Group, cacheEv *api.Event, err error) (*api.Group, bool, error) {
+	if errors.Is(err, store.ErrTokenUsed) {
+		return out, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if cacheEv != nil {
+		go func() { _ = s.store.AppendEvents(context.WithoutCancel(ctx), *cacheEv) }() // off the create path
+	}
+	if s.kick != nil {
+		s.kick()
+	}
+	return out, true, nil
+}
+
+// prepareGroup validates a create request and builds the group record, not
+// yet stored, with the image-cache event to record once it is.
+func (s *Service) prepareGroup(ctx context.Context, c Caller, req *api.CreateGroupRequest) (*api.Group, *api.Event, error) {
 	if err := req.Validate(); err != nil {
-		return nil, false, errdefs.Invalid(err.Error())
+		return nil, nil, errdefs.Invalid(err.Error())
 	}
 	if s.ten != nil {
 		if err := s.ten.CheckSpot(&req.Spec); err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 	}
 	for _, v := range req.Spec.Volumes {
 		if v.HostPath != nil && !c.Admin {
-			return nil, false, errdefs.Userf(errdefs.ErrForbidden, fmt.Sprintf("volume %q: hostPath volumes are for admin accounts only", v.Name))
+			return nil, nil, errdefs.Userf(errdefs.ErrForbidden, fmt.Sprintf("volume %q: hostPath volumes are for admin accounts only", v.Name))
 		}
 	}
 	now := time.Now().UTC()
-	g = &api.Group{
+	g := &api.Group{
 		ID:          newID("g-"),
 		Name:        req.Name,
 		AccountID:   c.AccountID,
@@ -81,27 +114,9 @@ func (s *Service) CreateGroup(ctx context.Context, c Caller, req *api.CreateGrou
 	}
 	cacheEv, err := s.matchImageCache(ctx, c, g) // registry fields, image cache (imagecache.go)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
-	var out *api.Group
-	if s.ten != nil {
-		out, err = s.ten.CreateGroup(ctx, g) // quota-checked, atomically
-	} else {
-		out, err = s.store.CreateGroup(ctx, g)
-	}
-	if errors.Is(err, store.ErrTokenUsed) {
-		return out, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	if cacheEv != nil {
-		go func() { _ = s.store.AppendEvents(context.WithoutCancel(ctx), *cacheEv) }() // off the create path
-	}
-	if s.kick != nil {
-		s.kick()
-	}
-	return out, true, nil
+	return g, cacheEv, nil
 }
 
 // resolve finds a group by id or name within the caller's account.
@@ -388,4 +403,47 @@ func parseBool(s string) (bool, error) {
 		return false, errdefs.Invalid(fmt.Sprintf("%q is not a boolean", s))
 	}
 	return b, nil
+}
+
+// CreateGroups creates many groups of one caller: each is validated and
+// prepared on its own, then the valid ones are stored in batched
+// transactions (one disk sync per chunk, not per group) and the scheduler
+// is woken once. out[i] and errs[i] are request i's group and error;
+// created[i] is false where a client token matched an earlier create.
+func (s *Service) CreateGroups(ctx context.Context, c Caller, reqs []*api.CreateGroupRequest) (out []*api.Group, created []bool, errs []error) {
+	out = make([]*api.Group, len(reqs))
+	created = make([]bool, len(reqs))
+	errs = make([]error, len(reqs))
+	kick := s.kick
+	one := *s
+	one.kick = nil
+	var gs []*api.Group
+	var evs []*api.Event
+	var idx []int
+	for i, req := range reqs {
+		g, ev, err := s.prepareGroup(ctx, c, req)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if s.ten == nil { // bare service (tests): no batched path
+			st, err := s.store.CreateGroup(ctx, g)
+			out[i], created[i], errs[i] = one.created(ctx, st, ev, err)
+			continue
+		}
+		gs, evs, idx = append(gs, g), append(evs, ev), append(idx, i)
+	}
+	if len(gs) > 0 {
+		stored, serrs := s.ten.CreateGroups(ctx, gs)
+		for k, i := range idx {
+			out[i], created[i], errs[i] = one.created(ctx, stored[k], evs[k], serrs[k])
+		}
+	}
+	for i := range reqs {
+		if created[i] && kick != nil {
+			kick()
+			break
+		}
+	}
+	return out, created, errs
 }

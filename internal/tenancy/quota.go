@@ -38,6 +38,11 @@ func (m *Manager) CreateGroup(ctx context.Context, g *api.Group) (*api.Group, er
 
 func checkQuota(acct string, q api.Quota, u *store.UsageRecord, e store.UsageEntry) error {
 	cpu, mem, n := u.Totals()
+	return checkTotals(acct, q, cpu, mem, n, e)
+}
+
+// checkTotals is checkQuota on an account's summed usage.
+func checkTotals(acct string, q api.Quota, cpu, mem int64, n int, e store.UsageEntry) error {
 	switch {
 	case q.Groups > 0 && n+1 > q.Groups:
 		return errdefs.Userf(errdefs.ErrQuota, fmt.Sprintf("account %s holds %d container groups, its quota is %d", acct, n, q.Groups))

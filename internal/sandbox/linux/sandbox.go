@@ -363,12 +363,18 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 			errs = append(errs, fmt.Errorf("network detach: %w", err))
 		}
 	}
-	if err := unmountUnder(sb.dir); err != nil {
+	if err := unmountKnown(sb.dir); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(sb.dir); err != nil {
-			errs = append(errs, err)
+			// Something else is mounted below (not ours): find it in the
+			// mount table, the slow way, and try once more.
+			if uerr := unmountUnder(sb.dir); uerr != nil {
+				errs = append(errs, uerr)
+			} else if err := os.RemoveAll(sb.dir); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if len(errs) == 0 && sb.st.HostID != 0 {
@@ -378,6 +384,36 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 		return fmt.Errorf("remove sandbox %s: %w", sb.id, errors.Join(errs...))
 	}
 	return nil
+}
+
+// unmountKnown unmounts what the runtime itself mounts in a sandbox's
+// directory: the pinned namespaces (ns/*) and memory volumes (volumes/*),
+// each as often as it is stacked (a crash between mount and record can
+// stack one twice). Reading the host's mount table instead costs O(mounts)
+// per sandbox, and every sandbox adds half a dozen: teardown of N sandboxes
+// would be O(N²).
+func unmountKnown(dir string) error {
+	var errs []error
+	for _, sub := range []string{"ns", "volumes"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			p := filepath.Join(dir, sub, e.Name())
+			for range 8 {
+				err := unix.Unmount(p, unix.MNT_DETACH)
+				if err == nil {
+					continue
+				}
+				if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+					errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+				}
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // unmountUnder unmounts every mount at or below dir, deepest first: the
