@@ -278,6 +278,7 @@ func (h *Hub) agentAPI(hostID string) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		var allocated string
 		host, err := h.store.UpdateHost(r.Context(), hostID, func(host *api.Host) error {
 			host.Name = hello.Name
 			host.Address = hello.Address
@@ -293,11 +294,16 @@ func (h *Hub) agentAPI(hostID string) http.Handler {
 				host.PodCIDR = hello.PodCIDR
 			}
 			if host.PodCIDR == "" {
-				cidr, err := h.cidrs.allocate(r.Context())
-				if err != nil {
-					return err
+				// Allocate once, even if this update is retried: a retry
+				// must not burn another range.
+				if allocated == "" {
+					cidr, err := h.cidrs.allocate(r.Context())
+					if err != nil {
+						return err
+					}
+					allocated = cidr
 				}
-				host.PodCIDR = cidr
+				host.PodCIDR = allocated
 			}
 			return nil
 		})
