@@ -28,7 +28,7 @@ docker-like verbs below against it.`,
 	)
 	for _, c := range []*cobra.Command{
 		newRunCmd(a), newCreateCmd(a), newPsCmd(a), newInspectCmd(a), newLogsCmd(a),
-		newExecCmd(a), newRmCmd(a), newRestartCmd(a), newEventsCmd(a), newStatsCmd(a),
+		newExecCmd(a), newAttachCmd(a), newRmCmd(a), newRestartCmd(a), newEventsCmd(a), newStatsCmd(a),
 		newWaitCmd(a),
 	} {
 		c.GroupID = "groups"

@@ -45,6 +45,7 @@ func (a *Agent) hostAPI() http.Handler {
 	handle("GET /host/v1/groups/{id}/logs", a.serveLogs)
 	handle("POST /host/v1/groups/{id}/exec", a.serveExec)
 	handle("GET /host/v1/groups/{id}/exec/ws", a.serveExecWS)
+	handle("GET /host/v1/groups/{id}/attach/ws", a.serveAttachWS)
 	handle("GET /host/v1/groups/{id}/metrics", a.serveMetrics)
 	handle("GET /host/v1/images", func(w http.ResponseWriter, r *http.Request) error {
 		imgs, err := a.images.List(r.Context())
@@ -287,6 +288,87 @@ func (a *Agent) serveExecWS(w http.ResponseWriter, r *http.Request) error {
 	b, _ := json.Marshal(exit)
 	_ = send(api.ExecChannelExit, b)
 	conn.Close(websocket.StatusNormalClosure, "exited")
+	return nil
+}
+
+// serveAttachWS attaches to the stdio of a container started with tty or
+// stdin, over a WebSocket framed like exec/ws: stdin, resize and output
+// (on the stdout channel), then an exit message when the container ended
+// or the attachment failed. Stdin's close does not close the container's
+// stdin. Detaching (closing the WebSocket) leaves the container running.
+func (a *Agent) serveAttachWS(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	name, err := a.containerName(id, r.URL.Query().Get("container"))
+	if err != nil {
+		return err
+	}
+	at, ok := a.rt.(sandbox.Attacher)
+	if !ok {
+		return errdefs.Invalid("this host's runtime cannot attach to containers")
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return nil // Accept wrote the error
+	}
+	conn.SetReadLimit(1 << 20)
+	defer conn.CloseNow()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var wmu sync.Mutex
+	send := func(ch byte, p []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		msg := make([]byte, 1+len(p))
+		msg[0] = ch
+		copy(msg[1:], p)
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer wcancel()
+		return conn.Write(wctx, websocket.MessageBinary, msg)
+	}
+	stdinR, stdinW := io.Pipe()
+	defer stdinR.Close()
+	resize := make(chan sandbox.TermSize, 4)
+	go func() {
+		defer stdinW.Close()
+		for {
+			typ, msg, err := conn.Read(ctx)
+			if err != nil {
+				cancel() // the client went away: detach
+				return
+			}
+			if typ != websocket.MessageBinary || len(msg) == 0 {
+				continue
+			}
+			switch msg[0] {
+			case api.ExecChannelStdin:
+				if _, err := stdinW.Write(msg[1:]); err != nil {
+					return
+				}
+			case api.ExecChannelResize:
+				var ts api.TermSize
+				if json.Unmarshal(msg[1:], &ts) == nil {
+					select {
+					case resize <- sandbox.TermSize{Rows: ts.Rows, Cols: ts.Cols}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	err = at.Attach(ctx, id, name, sandbox.AttachConfig{Stdin: stdinR, Resize: resize,
+		Stdout: chanWriter{send: send, ch: api.ExecChannelStdout}})
+	if ctx.Err() != nil {
+		return nil // detached
+	}
+	exit := api.ExecExit{}
+	if err != nil {
+		exit.Error = err.Error()
+		exit.ExitCode = -1
+	}
+	b, _ := json.Marshal(exit)
+	_ = send(api.ExecChannelExit, b)
+	conn.Close(websocket.StatusNormalClosure, "detached")
 	return nil
 }
 

@@ -191,6 +191,25 @@ type ExecConfig struct {
 	Resize <-chan TermSize
 }
 
+// Attacher is implemented by runtimes that can attach to the stdio of a
+// running container started with TTY or Stdin (Kubernetes' attach).
+type Attacher interface {
+	// Attach copies cfg.Stdin to the container's stdin or terminal and its
+	// output (stdout and stderr merged) to cfg.Stdout, until the container
+	// ends (nil), ctx is done, or the attachment is taken over by another
+	// one. The output also goes on to the container's log as usual.
+	// A container started without TTY or Stdin: ErrInvalid.
+	Attach(ctx context.Context, sandboxID, name string, cfg AttachConfig) error
+}
+
+// AttachConfig is what Attach connects to a container.
+type AttachConfig struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	// Resize delivers terminal sizes (TTY containers).
+	Resize <-chan TermSize
+}
+
 // TermSize is a terminal size.
 type TermSize struct{ Rows, Cols uint16 }
 

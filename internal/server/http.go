@@ -95,6 +95,7 @@ func (a *apiHandler) apiRoutes() []route {
 		{pattern: "GET /v1/groups/{id}/logs", h: a.proxyToHost("logs")},
 		{pattern: "POST /v1/groups/{id}/exec", h: a.proxyToHost("exec")},
 		{pattern: "GET /v1/groups/{id}/exec/ws", h: a.proxyToHost("exec/ws")},
+		{pattern: "GET /v1/groups/{id}/attach/ws", h: a.proxyToHost("attach/ws")},
 		{pattern: "GET /v1/groups/{id}/metrics", h: a.proxyToHost("metrics")},
 		{pattern: "GET /v1/watch", h: a.watch},
 		{pattern: "GET /v1/hosts", h: a.hosts},

@@ -156,6 +156,58 @@ func testLifecycle(t *testing.T, cl *cluster) {
 		}
 	})
 
+	t.Run("AttachTTY", func(t *testing.T) {
+		// A container of its own with tty and stdin: attach drives its
+		// shell through server → agent → runtime relay; its output is
+		// also in the log; detaching leaves it running.
+		spec := busybox("sh")
+		spec.Containers[0].TTY, spec.Containers[0].Stdin = true, true
+		spec.RestartPolicy = api.RestartNever
+		g := cl.create(t, "attacher", spec, labels)
+		cl.waitStatus(t, nil, g.ID, api.StatusRunning, 60*time.Second)
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		var out syncBuf
+		ctx, cancel := context.WithCancel(ctxT(t, 60*time.Second))
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- cl.c.Attach(ctx, g.ID, client.AttachOptions{Stdin: pr, Stdout: &out}) }()
+		if _, err := io.WriteString(pw, "tty; echo $((40+2))-attached\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := poll(30*time.Second, func() (bool, error) {
+			o := out.String()
+			return strings.Contains(o, "42-attached") && strings.Contains(o, "/dev/pts/"), nil
+		}); err != nil {
+			t.Fatalf("attach output %q", out.String())
+		}
+		cancel()
+		<-done
+		var all string
+		if err := poll(20*time.Second, func() (bool, error) {
+			all, _ = readLogs(cl.c, g.ID, client.LogOptions{})
+			return strings.Contains(all, "42-attached"), nil
+		}); err != nil {
+			t.Fatalf("logs never showed the attached output: %q", all)
+		}
+		// Detached: still running; a second attach ends it.
+		pr2, pw2 := io.Pipe()
+		defer pw2.Close()
+		done2 := make(chan error, 1)
+		go func() { done2 <- cl.c.Attach(ctxT(t, 60*time.Second), g.ID, client.AttachOptions{Stdin: pr2}) }()
+		if _, err := io.WriteString(pw2, "exit 3\n"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done2:
+			if err != nil {
+				t.Errorf("attach to a container that exits: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("attach did not end when the container exited")
+		}
+	})
+
 	t.Run("Logs", func(t *testing.T) {
 		// Prints five lines, then waits for /tmp/go before a last line.
 		spec := busybox("sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo last")

@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -275,12 +277,39 @@ __attribute__((constructor)) static void skiff_init_stage(void) {
 	static const char ready[] = "{\"Ready\":true}\n";
 	if (write(3, ready, sizeof ready - 1) < 0)
 		_exit(1);
+	// "g", possibly with the container's terminal (TTY) attached as
+	// SCM_RIGHTS: it becomes our stdio and controlling terminal.
 	char c;
 	ssize_t n;
-	while ((n = read(3, &c, 1)) < 0 && errno == EINTR) {
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec iov = {.iov_base = &c, .iov_len = 1};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
+	while ((n = recvmsg(3, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
 	}
 	if (n != 1)
 		_exit(1); // the runtime gave up on us
+	struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+	if (ch != NULL && ch->cmsg_level == SOL_SOCKET && ch->cmsg_type == SCM_RIGHTS &&
+	    ch->cmsg_len == CMSG_LEN(sizeof(int))) {
+		int tfd;
+		memcpy(&tfd, CMSG_DATA(ch), sizeof tfd);
+		for (int i = 0; i < 3; i++) {
+			if (dup2(tfd, i) < 0) {
+				fail(err, sizeof err, "terminal");
+				report(err);
+			}
+		}
+		if (tfd > 2)
+			close(tfd);
+		// We are a session leader (the runtime set Setsid) without one.
+		if (ioctl(0, TIOCSCTTY, 0) < 0) {
+			fail(err, sizeof err, "controlling terminal");
+			report(err);
+		}
+	}
 	// A cgroup namespace rooted at our cgroup: the workload sees "/".
 	if (unshare(CLONE_NEWCGROUP) < 0) {
 		fail(err, sizeof err, "unshare cgroup namespace");

@@ -497,6 +497,14 @@ func (r *Runtime) StopContainer(ctx context.Context, sandboxID, name string, gra
 }
 
 func (r *Runtime) stop(ctx context.Context, c *ctr, grace time.Duration) error {
+	err := r.stopWorkload(ctx, c, grace)
+	if err == nil {
+		endRelay(c, time.Second)
+	}
+	return err
+}
+
+func (r *Runtime) stopWorkload(ctx context.Context, c *ctr, grace time.Duration) error {
 	if grace > 0 {
 		if err := c.signal(unix.SIGTERM); err != nil {
 			return fmt.Errorf("stop %s: %w", c.st.Name, err)

@@ -342,6 +342,9 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 			return ctx.Err()
 		}
 	}
+	for _, c := range sb.containers {
+		endRelay(c, time.Second)
+	}
 	if sb.st.PausePID != 0 {
 		killPause(sb.st.PausePID, sb.st.PauseTicks)
 		names = append(names, pauseName)

@@ -46,7 +46,8 @@ func (r *Runtime) StartContainer(ctx context.Context, sandboxID string, cfg sand
 		instance = prev.st.Instance + 1
 	}
 	c := &ctr{sb: sb, dir: filepath.Join(sb.dir, "containers", cfg.Name), pidfd: -1, done: make(chan struct{})}
-	c.st = containerState{Name: cfg.Name, Instance: instance, UID: cfg.UID, GID: cfg.GID, Env: withDefaultPath(cfg.Env)}
+	c.st = containerState{Name: cfg.Name, Instance: instance, UID: cfg.UID, GID: cfg.GID, Env: withDefaultPath(cfg.Env),
+		TTY: cfg.TTY, Stdin: cfg.Stdin}
 	icfg, err := r.prepare(sb, c, cfg)
 	if err != nil {
 		return nil, err
@@ -236,6 +237,26 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 	// The group's namespaces, joined by the init stage's C half (see
 	// lockdown.c) as fds 4, 5, 6; the user namespace as fd 7.
 	files := []uintptr{r.devnull.Fd(), logf.Fd(), logf.Fd(), child.Fd()}
+	// Stdin without a TTY: pipes to and from the relay (relay.c). With a
+	// TTY, the terminal is sent with "go" (it lives on the container's own
+	// devpts, which exists only once the init stage is ready).
+	var relayIn, relayOut *os.File
+	if c.st.Stdin && !c.st.TTY {
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("%w: stdin pipe: %v", sandbox.ErrUnavailable, err)
+		}
+		defer inR.Close()
+		defer inW.Close()
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("%w: output pipe: %v", sandbox.ErrUnavailable, err)
+		}
+		defer outR.Close()
+		defer outW.Close()
+		files[0], files[1], files[2] = inR.Fd(), outW.Fd(), outW.Fd()
+		relayIn, relayOut = inW, outR
+	}
 	env := []string{initEnv + "=1", "_SKIFF_NSFDS=4,5,6",
 		"_SKIFF_CAPS=" + strconv.FormatUint(defaultCaps, 16), "_SKIFF_SECCOMP=" + seccompHex()}
 	nsNames := []string{"net", "ipc", "uts"}
@@ -313,6 +334,10 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 			_, _ = unix.Wait4(pid, &ws, 0, nil)
 			unix.Close(pidfd)
 			c.pidfd = -1
+			if c.st.RelayPID != 0 {
+				endRelay(c, 0)
+				c.st.RelayPID, c.st.RelayTicks = 0, 0
+			}
 		}
 	}()
 
@@ -347,7 +372,25 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 			return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 		}
 	}
-	if _, err := sock.Write([]byte{'g'}); err != nil {
+	ttyFd := -1
+	if c.st.TTY {
+		ptmx, tty, err := openContainerPTY(pid)
+		if err != nil {
+			return fmt.Errorf("%w: open terminal: %v", sandbox.ErrUnavailable, err)
+		}
+		defer ptmx.Close()
+		defer tty.Close()
+		ttyFd = int(tty.Fd())
+		// The container's user owns its terminal.
+		_ = unix.Fchown(ttyFd, int(c.sb.st.HostID+c.st.UID), int(c.sb.st.HostID+c.st.GID))
+		relayIn, relayOut = ptmx, ptmx
+	}
+	if relayIn != nil {
+		if err := r.startRelay(c, c.st.TTY, relayIn, relayOut, logf); err != nil {
+			return err
+		}
+	}
+	if err := sendGo(sock, ttyFd); err != nil {
 		return r.startFailed(ctx, "send go", err)
 	}
 	// EOF: the socket closed on exec, the workload runs.

@@ -23,6 +23,7 @@ import (
 //	    fs/{upper,work,root}              the writable layer of the instance
 //	    current.log, current.idx          log of the instance and its index
 //	    previous.log, previous.idx        the instance before
+//	    attach.sock                       the stdio relay's socket (TTY/Stdin only)
 
 type sandboxState struct {
 	Config    sandbox.SandboxConfig
@@ -51,6 +52,13 @@ type containerState struct {
 	Running    bool
 	UID, GID   uint32
 	Env        []string // for Exec
+	// TTY and Stdin are the container's stdio modes; RelayPID and
+	// RelayTicks identify its stdio relay (relay.c), which only such
+	// containers have.
+	TTY        bool   `json:",omitempty"`
+	Stdin      bool   `json:",omitempty"`
+	RelayPID   int    `json:",omitempty"`
+	RelayTicks uint64 `json:",omitempty"`
 	Exit       *sandbox.ExitEvent
 }
 
