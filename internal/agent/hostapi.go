@@ -207,8 +207,96 @@ func (b *limitedBuffer) String() string {
 	return b.buf.String()
 }
 
-// serveExecWS runs an interactive exec over a WebSocket framed with the
-// channel bytes of package api.
+// wsStream is one interactive WebSocket session framed with the channel
+// bytes of package api: stdin and resize frames in, output frames out. The
+// exec and attach endpoints share it.
+type wsStream struct {
+	conn   *websocket.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	wmu    sync.Mutex
+	stdin  *io.PipeReader
+	resize chan sandbox.TermSize
+}
+
+// acceptStream upgrades the request. A close frame from the client ends
+// stdin when closeStdin is set (exec); attach ignores it. The client going
+// away cancels the stream's context.
+func acceptStream(w http.ResponseWriter, r *http.Request, closeStdin bool) (*wsStream, error) {
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err // Accept wrote the error
+	}
+	conn.SetReadLimit(1 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	stdinR, stdinW := io.Pipe()
+	s := &wsStream{conn: conn, ctx: ctx, cancel: cancel, stdin: stdinR, resize: make(chan sandbox.TermSize, 4)}
+	go func() {
+		defer stdinW.Close()
+		for {
+			typ, msg, err := conn.Read(ctx)
+			if err != nil {
+				cancel()
+				return
+			}
+			if typ != websocket.MessageBinary || len(msg) == 0 {
+				continue
+			}
+			switch msg[0] {
+			case api.ExecChannelStdin:
+				if _, err := stdinW.Write(msg[1:]); err != nil {
+					return
+				}
+			case api.ExecChannelResize:
+				var ts api.TermSize
+				if json.Unmarshal(msg[1:], &ts) == nil {
+					select {
+					case s.resize <- sandbox.TermSize{Rows: ts.Rows, Cols: ts.Cols}:
+					default:
+					}
+				}
+			case api.ExecChannelClose:
+				if closeStdin {
+					stdinW.Close()
+				}
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (s *wsStream) send(ch byte, p []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	msg := make([]byte, 1+len(p))
+	msg[0] = ch
+	copy(msg[1:], p)
+	wctx, wcancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer wcancel()
+	return s.conn.Write(wctx, websocket.MessageBinary, msg)
+}
+
+func (s *wsStream) writer(ch byte) io.Writer { return chanWriter{send: s.send, ch: ch} }
+
+// finish sends the exit frame and closes the session.
+func (s *wsStream) finish(code int, err error, reason string) {
+	exit := api.ExecExit{ExitCode: code}
+	if err != nil {
+		exit.Error = err.Error()
+		exit.ExitCode = -1
+	}
+	b, _ := json.Marshal(exit)
+	_ = s.send(api.ExecChannelExit, b)
+	s.conn.Close(websocket.StatusNormalClosure, reason)
+}
+
+func (s *wsStream) close() {
+	s.cancel()
+	s.stdin.Close()
+	s.conn.CloseNow()
+}
+
+// serveExecWS runs an interactive exec over a WebSocket.
 func (a *Agent) serveExecWS(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	id := r.PathValue("id")
@@ -222,80 +310,26 @@ func (a *Agent) serveExecWS(w http.ResponseWriter, r *http.Request) error {
 	}
 	tty := q.Get("tty") == "true" || q.Get("tty") == "1"
 	wantStdin := q.Get("stdin") == "true" || q.Get("stdin") == "1"
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	st, err := acceptStream(w, r, true)
 	if err != nil {
-		return nil // Accept wrote the error
+		return nil
 	}
-	conn.SetReadLimit(1 << 20)
-	defer conn.CloseNow()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	var wmu sync.Mutex
-	send := func(ch byte, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		msg := make([]byte, 1+len(p))
-		msg[0] = ch
-		copy(msg[1:], p)
-		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-		defer wcancel()
-		return conn.Write(wctx, websocket.MessageBinary, msg)
-	}
-	stdinR, stdinW := io.Pipe()
-	resize := make(chan sandbox.TermSize, 4)
-	go func() {
-		defer stdinW.Close()
-		for {
-			typ, msg, err := conn.Read(ctx)
-			if err != nil {
-				cancel() // the client went away: end the exec
-				return
-			}
-			if typ != websocket.MessageBinary || len(msg) == 0 {
-				continue
-			}
-			switch msg[0] {
-			case api.ExecChannelStdin:
-				if _, err := stdinW.Write(msg[1:]); err != nil {
-					return
-				}
-			case api.ExecChannelResize:
-				var ts api.TermSize
-				if json.Unmarshal(msg[1:], &ts) == nil {
-					select {
-					case resize <- sandbox.TermSize{Rows: ts.Rows, Cols: ts.Cols}:
-					default:
-					}
-				}
-			case api.ExecChannelClose:
-				stdinW.Close()
-			}
-		}
-	}()
-	cfg := sandbox.ExecConfig{Args: cmd, TTY: tty, Resize: resize,
-		Stdout: chanWriter{send: send, ch: api.ExecChannelStdout},
-		Stderr: chanWriter{send: send, ch: api.ExecChannelStderr}}
+	defer st.close()
+	cfg := sandbox.ExecConfig{Args: cmd, TTY: tty, Resize: st.resize,
+		Stdout: st.writer(api.ExecChannelStdout), Stderr: st.writer(api.ExecChannelStderr)}
 	if wantStdin {
-		cfg.Stdin = stdinR
+		cfg.Stdin = st.stdin
 	}
-	code, err := a.rt.Exec(ctx, id, name, cfg)
-	exit := api.ExecExit{ExitCode: code}
-	if err != nil {
-		exit.Error = err.Error()
-		exit.ExitCode = -1
-	}
-	b, _ := json.Marshal(exit)
-	_ = send(api.ExecChannelExit, b)
-	conn.Close(websocket.StatusNormalClosure, "exited")
+	code, err := a.rt.Exec(st.ctx, id, name, cfg)
+	st.finish(code, err, "exited")
 	return nil
 }
 
 // serveAttachWS attaches to the stdio of a container started with tty or
-// stdin, over a WebSocket framed like exec/ws: stdin, resize and output
-// (on the stdout channel), then an exit message when the container ended
-// or the attachment failed. Stdin's close does not close the container's
-// stdin. Detaching (closing the WebSocket) leaves the container running.
+// stdin: stdin, resize and output (on the stdout channel), then an exit
+// message when the container ended or the attachment failed. Stdin's close
+// does not close the container's stdin. Detaching (closing the WebSocket)
+// leaves the container running.
 func (a *Agent) serveAttachWS(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	name, err := a.containerName(id, r.URL.Query().Get("container"))
@@ -306,69 +340,16 @@ func (a *Agent) serveAttachWS(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errdefs.Invalid("this host's runtime cannot attach to containers")
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	st, err := acceptStream(w, r, false)
 	if err != nil {
-		return nil // Accept wrote the error
+		return nil
 	}
-	conn.SetReadLimit(1 << 20)
-	defer conn.CloseNow()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	var wmu sync.Mutex
-	send := func(ch byte, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		msg := make([]byte, 1+len(p))
-		msg[0] = ch
-		copy(msg[1:], p)
-		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-		defer wcancel()
-		return conn.Write(wctx, websocket.MessageBinary, msg)
-	}
-	stdinR, stdinW := io.Pipe()
-	defer stdinR.Close()
-	resize := make(chan sandbox.TermSize, 4)
-	go func() {
-		defer stdinW.Close()
-		for {
-			typ, msg, err := conn.Read(ctx)
-			if err != nil {
-				cancel() // the client went away: detach
-				return
-			}
-			if typ != websocket.MessageBinary || len(msg) == 0 {
-				continue
-			}
-			switch msg[0] {
-			case api.ExecChannelStdin:
-				if _, err := stdinW.Write(msg[1:]); err != nil {
-					return
-				}
-			case api.ExecChannelResize:
-				var ts api.TermSize
-				if json.Unmarshal(msg[1:], &ts) == nil {
-					select {
-					case resize <- sandbox.TermSize{Rows: ts.Rows, Cols: ts.Cols}:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	err = at.Attach(ctx, id, name, sandbox.AttachConfig{Stdin: stdinR, Resize: resize,
-		Stdout: chanWriter{send: send, ch: api.ExecChannelStdout}})
-	if ctx.Err() != nil {
+	defer st.close()
+	err = at.Attach(st.ctx, id, name, sandbox.AttachConfig{Stdin: st.stdin, Resize: st.resize, Stdout: st.writer(api.ExecChannelStdout)})
+	if st.ctx.Err() != nil {
 		return nil // detached
 	}
-	exit := api.ExecExit{}
-	if err != nil {
-		exit.Error = err.Error()
-		exit.ExitCode = -1
-	}
-	b, _ := json.Marshal(exit)
-	_ = send(api.ExecChannelExit, b)
-	conn.Close(websocket.StatusNormalClosure, "detached")
+	st.finish(0, err, "detached")
 	return nil
 }
 
