@@ -2,14 +2,9 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-
-	"github.com/coder/websocket"
 
 	"github.com/skiffhq/skiff/api"
 )
@@ -58,26 +53,13 @@ func (c *Client) ExecInteractive(ctx context.Context, idOrName string, opts Exec
 		q.Set("stdin", "true")
 	}
 	u := c.url(q, "v1", "groups", idOrName, "exec", "ws")
-	// Sign a plain GET for the same URL; the dial sends these headers.
-	signed, err := c.newRequest(ctx, http.MethodGet, u, nil, "")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.dialFrames(ctx, u, "exec")
 	if err != nil {
 		return -1, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
-		HTTPClient: c.http,
-		HTTPHeader: signed.Header,
-	})
-	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil {
-			return -1, decodeError(http.MethodGet, u.Path, resp)
-		}
-		return -1, fmt.Errorf("exec: %w", err)
-	}
-	defer conn.CloseNow()
-	conn.SetReadLimit(maxExecMessage)
-
+	defer st.conn.CloseNow()
 	stdout := opts.Stdout
 	if stdout == nil {
 		stdout = io.Discard
@@ -86,86 +68,13 @@ func (c *Client) ExecInteractive(ctx context.Context, idOrName string, opts Exec
 	if stderr == nil {
 		stderr = stdout
 	}
-
-	// Writers: stdin and resizes, serialised through one goroutine each;
-	// coder/websocket allows concurrent writers.
-	send := func(ch byte, payload []byte) error {
-		msg := make([]byte, 1+len(payload))
-		msg[0] = ch
-		copy(msg[1:], payload)
-		return conn.Write(ctx, websocket.MessageBinary, msg)
+	st.pump(ctx, opts.Stdin, opts.Resize, true)
+	ex, err := st.read(ctx, stdout, stderr, "exec")
+	if err != nil {
+		return -1, err
 	}
-	if opts.Stdin != nil {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, rerr := opts.Stdin.Read(buf)
-				if n > 0 {
-					if send(api.ExecChannelStdin, buf[:n]) != nil {
-						return
-					}
-				}
-				if rerr != nil {
-					if ctx.Err() == nil {
-						_ = send(api.ExecChannelClose, nil)
-					}
-					return
-				}
-				if ctx.Err() != nil {
-					return
-				}
-			}
-		}()
+	if ex.Error != "" {
+		return ex.ExitCode, &ExecExitError{Message: ex.Error}
 	}
-	if opts.Resize != nil {
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case sz, ok := <-opts.Resize:
-					if !ok {
-						return
-					}
-					b, _ := json.Marshal(sz)
-					if send(api.ExecChannelResize, b) != nil {
-						return
-					}
-				}
-			}
-		}()
-	}
-
-	for {
-		typ, msg, err := conn.Read(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return -1, ctx.Err()
-			}
-			return -1, fmt.Errorf("exec stream ended without an exit status: %w", err)
-		}
-		if typ != websocket.MessageBinary || len(msg) == 0 {
-			continue
-		}
-		switch msg[0] {
-		case api.ExecChannelStdout:
-			if _, err := stdout.Write(msg[1:]); err != nil {
-				return -1, err
-			}
-		case api.ExecChannelStderr:
-			if _, err := stderr.Write(msg[1:]); err != nil {
-				return -1, err
-			}
-		case api.ExecChannelExit:
-			var ex api.ExecExit
-			if err := json.Unmarshal(msg[1:], &ex); err != nil {
-				return -1, fmt.Errorf("exec: bad exit message: %w", err)
-			}
-			conn.Close(websocket.StatusNormalClosure, "")
-			if ex.Error != "" {
-				return ex.ExitCode, &ExecExitError{Message: ex.Error}
-			}
-			return ex.ExitCode, nil
-		}
-	}
+	return ex.ExitCode, nil
 }

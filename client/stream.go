@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/coder/websocket"
+
 	"github.com/skiffhq/skiff/api"
 )
 
@@ -125,3 +127,110 @@ func (w *Watcher) Err() error { return w.err }
 
 // Close ends the stream.
 func (w *Watcher) Close() error { return w.body.Close() }
+
+// frameStream is an interactive WebSocket session framed with the channel
+// bytes of package api (exec/ws and attach/ws).
+type frameStream struct {
+	conn *websocket.Conn
+}
+
+// dialFrames signs and dials a framed WebSocket endpoint.
+func (c *Client) dialFrames(ctx context.Context, u *url.URL, what string) (*frameStream, error) {
+	signed, err := c.newRequest(ctx, http.MethodGet, u, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: signed.Header})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil {
+			return nil, decodeError(http.MethodGet, u.Path, resp)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	conn.SetReadLimit(maxExecMessage)
+	return &frameStream{conn: conn}, nil
+}
+
+func (s *frameStream) send(ctx context.Context, ch byte, payload []byte) error {
+	msg := make([]byte, 1+len(payload))
+	msg[0] = ch
+	copy(msg[1:], payload)
+	return s.conn.Write(ctx, websocket.MessageBinary, msg)
+}
+
+// pump copies stdin and resizes to the stream until ctx ends; with
+// closeOnEOF, stdin's EOF is sent as a close frame (coder/websocket allows
+// concurrent writers).
+func (s *frameStream) pump(ctx context.Context, stdin io.Reader, resize <-chan api.TermSize, closeOnEOF bool) {
+	if stdin != nil {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, rerr := stdin.Read(buf)
+				if n > 0 && s.send(ctx, api.ExecChannelStdin, buf[:n]) != nil {
+					return
+				}
+				if rerr != nil {
+					if closeOnEOF && ctx.Err() == nil {
+						_ = s.send(ctx, api.ExecChannelClose, nil)
+					}
+					return
+				}
+				if ctx.Err() != nil {
+					return
+				}
+			}
+		}()
+	}
+	if resize != nil {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case sz, ok := <-resize:
+					if !ok {
+						return
+					}
+					b, _ := json.Marshal(sz)
+					if s.send(ctx, api.ExecChannelResize, b) != nil {
+						return
+					}
+				}
+			}
+		}()
+	}
+}
+
+// read copies output frames until the exit frame, which it returns.
+func (s *frameStream) read(ctx context.Context, stdout, stderr io.Writer, what string) (api.ExecExit, error) {
+	for {
+		typ, msg, err := s.conn.Read(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return api.ExecExit{}, ctx.Err()
+			}
+			return api.ExecExit{}, fmt.Errorf("%s stream ended without an exit message: %w", what, err)
+		}
+		if typ != websocket.MessageBinary || len(msg) == 0 {
+			continue
+		}
+		switch msg[0] {
+		case api.ExecChannelStdout:
+			if _, err := stdout.Write(msg[1:]); err != nil {
+				return api.ExecExit{}, err
+			}
+		case api.ExecChannelStderr:
+			if _, err := stderr.Write(msg[1:]); err != nil {
+				return api.ExecExit{}, err
+			}
+		case api.ExecChannelExit:
+			var ex api.ExecExit
+			if err := json.Unmarshal(msg[1:], &ex); err != nil {
+				return api.ExecExit{}, fmt.Errorf("%s: bad exit message: %w", what, err)
+			}
+			s.conn.Close(websocket.StatusNormalClosure, "")
+			return ex, nil
+		}
+	}
+}
