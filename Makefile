@@ -25,8 +25,10 @@ vet:
 k8s-tools:
 	@scripts/k8s-tools.sh >/dev/null
 
+# scripts/eci-js.sh installs the official JavaScript ECI SDK (npm) that one
+# ECI test drives; it prints nothing, and that test skips, without npm.
 unit: build k8s-tools
-	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test $(GOFLAGS) -count=1 -timeout 30m $(PKGS)
+	SKIFF_ECI_JS_MODULES=$$(scripts/eci-js.sh) SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test $(GOFLAGS) -count=1 -timeout 30m $(PKGS)
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCreateRequest$$' -fuzztime=$(FUZZTIME) ./internal/server

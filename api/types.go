@@ -75,10 +75,20 @@ type Group struct {
 	// RestartGeneration is bumped by the restart call; the agent restarts
 	// every container when it sees a new value.
 	RestartGeneration int64 `json:"restartGeneration,omitempty"`
+	// SpecGeneration is bumped by an update that changes what runs
+	// (containers, volumes, resources…); the agent rebuilds the group's
+	// containers when it sees a new value. AppliedSpecGeneration is the
+	// one its host last reported running.
+	SpecGeneration        int64 `json:"specGeneration,omitempty"`
+	AppliedSpecGeneration int64 `json:"appliedSpecGeneration,omitempty"`
 
 	CreatedAt   time.Time  `json:"createdAt"`
 	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
-	StartedAt   *time.Time `json:"startedAt,omitempty"`
+	// MeterFrom is when the group's current billing interval began, if
+	// not at ScheduledAt: an update that changed its shape closed the
+	// interval before it (package tenancy).
+	MeterFrom *time.Time `json:"meterFrom,omitempty"`
+	StartedAt *time.Time `json:"startedAt,omitempty"`
 	// SpotReclaimAt is set on a spot group chosen for reclaim: the time
 	// its containers are stopped (status Expired, reason SpotReclaimed).
 	SpotReclaimAt *time.Time `json:"spotReclaimAt,omitempty"`
@@ -223,6 +233,7 @@ type Volume struct {
 	EmptyDir   *EmptyDirVolume   `json:"emptyDir,omitempty"`
 	ConfigFile *ConfigFileVolume `json:"configFile,omitempty"`
 	HostPath   *HostPathVolume   `json:"hostPath,omitempty"`
+	NFS        *NFSVolume        `json:"nfs,omitempty"`
 }
 
 // EmptyDirVolume is scratch space that lives as long as the group.
@@ -248,6 +259,16 @@ type ConfigFileItem struct {
 type HostPathVolume struct {
 	Path string `json:"path"`
 	Type string `json:"type,omitempty"`
+}
+
+// NFSVolume mounts a directory exported by an NFS server (ECI's
+// NFSVolume; Kubernetes' nfs volume).
+type NFSVolume struct {
+	// Server is the server's host name or IP address.
+	Server string `json:"server"`
+	// Path is the exported directory, or a directory below it.
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
 }
 
 // Probe checks a container's health.
@@ -401,6 +422,9 @@ type Host struct {
 	JoinedAt      time.Time `json:"joinedAt"`
 	LastHeartbeat time.Time `json:"lastHeartbeat"`
 	Revision      int64     `json:"revision,omitempty"`
+	// Pool is the host's warm pool per shape class (pool.go), as its agent
+	// last reported it, with the targets the control plane set.
+	Pool *HostPool `json:"pool,omitempty"`
 }
 
 // Image is an image present in a host's store.

@@ -225,8 +225,17 @@ func (s *GroupSpec) validate(c *checker) {
 				c.addf("%s.hostPath.path %q: must be absolute", f, v.HostPath.Path)
 			}
 		}
+		if v.NFS != nil {
+			n++
+			if err := validateNFSServer(v.NFS.Server); err != nil {
+				c.addf("%s.nfs.server %q: %v", f, v.NFS.Server, err)
+			}
+			if p := v.NFS.Path; !path.IsAbs(p) || path.Clean(p) != p || len(p) > MaxNFSPath || strings.ContainsAny(p, "\x00\n") {
+				c.addf("%s.nfs.path %q: must be an absolute, clean path of at most %d bytes", f, p, MaxNFSPath)
+			}
+		}
 		if n != 1 {
-			c.addf("%s: exactly one of emptyDir, configFile, hostPath is required", f)
+			c.addf("%s: exactly one of emptyDir, configFile, hostPath, nfs is required", f)
 		}
 	}
 

@@ -117,6 +117,18 @@ func (c *Client) DeleteGroup(ctx context.Context, idOrName string, force bool) (
 	return g, nil
 }
 
+// DeleteGroupGrace starts deleting a group with a grace period of its own
+// (Kubernetes' gracePeriodSeconds), which replaces the spec's; a later
+// call may shorten it. 0 kills at once, like force.
+func (c *Client) DeleteGroupGrace(ctx context.Context, idOrName string, graceSeconds int64) (*api.Group, error) {
+	q := url.Values{"gracePeriodSeconds": {strconv.FormatInt(graceSeconds, 10)}}
+	g := new(api.Group)
+	if _, err := c.do(ctx, http.MethodDelete, c.url(q, "v1", "groups", idOrName), nil, g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
 // RestartGroup restarts every container of a group.
 func (c *Client) RestartGroup(ctx context.Context, idOrName string) (*api.Group, error) {
 	g := new(api.Group)

@@ -9,6 +9,12 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 # Image pulls and caches: a real registry in the tests, podman as the benchmark's peer.
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v podman >/dev/null 2>&1 || need+=(podman)
+# NFS volumes: a real NFS server (ganesha, which registers with rpcbind) and
+# libnfs's nfs-cp as the throughput peer.
+command -v ganesha.nfsd >/dev/null 2>&1 || need+=(nfs-ganesha)
+[ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] || ls /usr/lib/*/ganesha/libfsalvfs.so >/dev/null 2>&1 || need+=(nfs-ganesha-vfs)
+command -v rpcbind >/dev/null 2>&1 || [ -x /usr/sbin/rpcbind ] || need+=(rpcbind)
+command -v nfs-cp >/dev/null 2>&1 || need+=(libnfs-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -2,10 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,10 +23,10 @@ import (
 func newBenchCmd(a *cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure a running skiff (burst of creates)",
+		Short: "Measure skiff: a burst of creates, or a replayed daily trace",
 		Args:  noArgs(""),
 	}
-	cmd.AddCommand(newBenchBurstCmd(a))
+	cmd.AddCommand(newBenchBurstCmd(a), newBenchReplayCmd(a))
 	return cmd
 }
 
@@ -43,7 +47,13 @@ latency during the burst, host memory per group (when run on the host) and
 the teardown time. With --vs runc it then starts the same number of
 containers of the same rootfs with 'runc run -d' in a loop and prints the
 ratio. Every group, sandbox and runc container it makes is removed unless
---keep.`,
+--keep.
+
+--pool on waits until the hosts' warm pool holds prepared sandboxes of the
+burst's shape class (start the agent or skiff up with --pool-size
+CLASS=N; 'skiff hosts' shows the pool), --pool off requires the hosts to
+hold none, so every start is cold. Either way the result counts the pool
+hits and misses of the burst (poolHits, poolMisses).`,
 		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(cmd, output); err != nil {
@@ -60,10 +70,7 @@ ratio. Every group, sandbox and runc container it makes is removed unless
 			}
 			cfg.Memory = m
 			switch pool {
-			case "off", "":
-			case "on":
-				// Honest until internal/pool lands: every start is cold.
-				return usagef(cmd, "--pool on: this skiff has no warm pool yet; every start is cold (--pool off)")
+			case "off", "", "on":
 			default:
 				return usagef(cmd, "--pool %q: want on or off", pool)
 			}
@@ -131,7 +138,8 @@ ratio. Every group, sandbox and runc container it makes is removed unless
 	fl.StringVar(&cmdS, "command", "sleep 1000000", "the workload, space-separated")
 	fl.StringVar(&cpu, "cpu", "0.01", "vCPU per group")
 	fl.StringVar(&mem, "memory", "8Mi", "memory per group")
-	fl.StringVar(&pool, "pool", "", "warm pool: on or off (default: the server's setting)")
+	fl.StringVar(&pool, "pool", "", "warm pool: on (wait for the hosts' pool of the burst's class to fill), off (require an empty pool), or unset (whatever the hosts hold)")
+	fl.DurationVar(&cfg.PoolWait, "pool-wait", 5*time.Minute, "with --pool: how long to wait for the pool to fill or drain")
 	fl.BoolVar(&cfg.Keep, "keep", false, "leave the groups running (no teardown)")
 	fl.StringVar(&vs, "vs", "", "also run the peer: runc")
 	fl.StringVar(&peerImage, "peer-image", "", "OCI layout tarball the peer's rootfs is unpacked from (with --vs)")
@@ -168,6 +176,11 @@ func printBurst(a *cli, r *bench.BurstResult) {
 	fmt.Fprintf(w, "create→Scheduled (API) p50 %.0f ms  p99 %.0f ms\n", r.SchedP50Ms, r.SchedP99Ms)
 	fmt.Fprintf(w, "create→Running (client) p50 %.0f ms  p90 %.0f ms  p99 %.0f ms\n", r.ClientP50Ms, r.ClientP90Ms, r.ClientP99Ms)
 	fmt.Fprintf(w, "GET during burst       p50 %.1f ms  p99 %.1f ms  (%d samples)\n", r.GetP50Ms, r.GetP99Ms, r.GetSamples)
+	if r.PoolReported {
+		fmt.Fprintf(w, "%-22s %d hits, %d misses (%.0f%% hit rate; %d prepared before)\n", "warm pool "+r.PoolClass, r.PoolHits, r.PoolMisses, 100*r.PoolHitRate, r.PoolSize)
+	} else {
+		fmt.Fprintf(w, "warm pool              none reported by the hosts\n")
+	}
 	fmt.Fprintf(w, "host memory per group  %.0f KiB (MemTotal-MemAvailable, after minus before, over the groups)\n", float64(r.MemoryPerGroupBytes)/1024)
 	if r.Kept {
 		fmt.Fprintf(w, "teardown               skipped (--keep)\n")
@@ -184,4 +197,166 @@ func jsonTo(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+func newBenchReplayCmd(a *cli) *cobra.Command {
+	var (
+		cfg                      bench.ReplayConfig
+		l                        bench.UpLauncher
+		cpu, mem, modes, spikes  string
+		cidr                     string
+		output, outFile, svgFile string
+	)
+	cfg.Trace = bench.DefaultTrace()
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Replay a synthetic daily trace against fresh skiffs: no pool vs a fixed pool vs forecast-driven pools",
+		Long: `replay generates a deterministic daily create trace (seeded): a base rate
+with a diurnal shape (0.2× at midnight, 1.8× at noon) plus spikes at the
+same time every day, time-compressed so a day lasts --day. For each mode
+it starts a fresh 'skiff up' (its own temp dir, ports and pod range, as
+root), imports --image-tar, plays the trace's creates at their times
+(each group lives a few seconds of the trace, then is deleted), and
+records create→Running (the API's status times) and the hosts' pool hits
+and misses, then deletes everything, drains the pool, stops skiff with
+SIGINT and checks that it left nothing behind.
+
+  none      --pool-max-per-host 0: no pool, every start is cold
+  fixed     --pool-size CLASS=N, N = ceil(mean create rate × --fixed-window)
+  forecast  --forecast-bucket B --forecast-season DAY/B: the planner
+            sizes the pools from the first days' history
+
+The forecast mode plays every day (the first ones are its history); the
+others play the last day only. All modes are measured on the last day.
+Needs the skiff binary running it to be the one under test.`,
+		Args: noArgs(""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(cmd, output); err != nil {
+				return err
+			}
+			c, err := api.ParseCPU(cpu)
+			if err != nil {
+				return usagef(cmd, "--cpu: %v", err)
+			}
+			cfg.CPU = api.CPU(c)
+			if cfg.Memory, err = api.ParseQuantity(mem); err != nil {
+				return usagef(cmd, "--memory: %v", err)
+			}
+			cfg.Modes = nil
+			for _, m := range strings.Split(modes, ",") {
+				if m = strings.TrimSpace(m); m != "" {
+					cfg.Modes = append(cfg.Modes, m)
+				}
+			}
+			if cfg.Trace.Spikes, err = parseSpikes(spikes); err != nil {
+				return usagef(cmd, "--spikes: %v", err)
+			}
+			if err := cfg.Trace.Validate(); err != nil {
+				return usagef(cmd, "%v", err)
+			}
+			if l.ImageTar == "" {
+				return usagef(cmd, "--image-tar is required: the OCI layout tarball every fresh skiff imports (scripts/build-test-image.sh makes one)")
+			}
+			if l.CIDR, err = netip.ParsePrefix(cidr); err != nil {
+				return usagef(cmd, "--cidr: %v", err)
+			}
+			if os.Geteuid() != 0 {
+				return errors.New("bench replay starts skiff up, which runs real sandboxes: run it as root")
+			}
+			if l.Binary, err = os.Executable(); err != nil {
+				return err
+			}
+			l.Log, cfg.Log = a.err, a.err
+			res, err := bench.RunReplay(cmd.Context(), &l, cfg)
+			if res == nil {
+				return err
+			}
+			if outFile != "" {
+				if werr := writeFileWith(outFile, func(w io.Writer) error { return jsonTo(w, res) }); werr != nil {
+					return werr
+				}
+			}
+			if svgFile != "" {
+				if werr := writeFileWith(svgFile, func(w io.Writer) error { return bench.WriteReplaySVG(w, res) }); werr != nil {
+					return werr
+				}
+			}
+			if output == outputJSON {
+				if perr := a.printJSON(res); perr != nil {
+					return perr
+				}
+			} else {
+				bench.PrintReplay(a.out, res)
+			}
+			if err != nil {
+				return err
+			}
+			for _, m := range res.Modes {
+				if m.Error != "" || len(m.Leaks) > 0 {
+					return fmt.Errorf("mode %s did not run cleanly (see above)", m.Mode)
+				}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.Int64Var(&cfg.Trace.Seed, "seed", cfg.Trace.Seed, "trace seed: the same seed, the same trace")
+	fl.IntVar(&cfg.Trace.Days, "days", cfg.Trace.Days, "days in the trace; the last one is measured, the ones before train the forecast")
+	fl.DurationVar(&cfg.Trace.Day, "day", cfg.Trace.Day, "length of one compressed day")
+	fl.Float64Var(&cfg.Trace.Scale, "scale", cfg.Trace.Scale, "multiply the base rate and the spikes")
+	fl.Float64Var(&cfg.Trace.BaseRate, "base-rate", cfg.Trace.BaseRate, "mean creates per second of the diurnal base (before --scale)")
+	fl.StringVar(&spikes, "spikes", "0.375:40:3s,0.75:25:2s", "daily spikes PHASE:SIZE:WIDTH,… (phase of the day 0–1, creates, spread)")
+	fl.DurationVar(&cfg.Trace.LifeMin, "life-min", cfg.Trace.LifeMin, "shortest group lifetime (compressed time)")
+	fl.DurationVar(&cfg.Trace.LifeMax, "life-max", cfg.Trace.LifeMax, "longest group lifetime")
+	fl.StringVar(&modes, "modes", "none,fixed,forecast", "modes to run, in order")
+	fl.StringVar(&cfg.Image, "image", "busybox", "image of every group (the name --image-tar imports as)")
+	fl.StringVar(&l.ImageTar, "image-tar", "", "image tarball every fresh skiff imports (required)")
+	fl.StringVar(&cpu, "cpu", "0.01", "vCPU per group")
+	fl.StringVar(&mem, "memory", "8Mi", "memory per group")
+	fl.IntVar(&cfg.FixedSize, "fixed-size", 0, "the fixed mode's pool (default: ceil(mean rate × --fixed-window))")
+	fl.DurationVar(&cfg.FixedWindow, "fixed-window", 5*time.Second, "the fixed pool covers the mean create rate over this long")
+	fl.DurationVar(&cfg.Bucket, "forecast-bucket", time.Second, "the forecast's bucket width; the season is --day in buckets")
+	fl.IntVar(&l.ForecastLead, "forecast-lead", 0, "buckets the planner provisions ahead (default: skiff's)")
+	fl.StringVar(&cidr, "cidr", "10.214.0.0/16", "pod range of the fresh skiffs; must be free on this machine")
+	fl.StringVar(&l.WorkRoot, "work-dir", "", "where the fresh skiffs' directories go (default $TMPDIR)")
+	fl.StringArrayVar(&l.ExtraArgs, "up-arg", nil, "extra argument for every 'skiff up' (repeatable)")
+	fl.StringVar(&outFile, "out", "", "also write the full JSON result (with the per-bucket series) to FILE")
+	fl.StringVar(&svgFile, "svg", "", "write a plot of the measured day per mode (SVG) to FILE")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+// parseSpikes reads PHASE:SIZE:WIDTH,….
+func parseSpikes(s string) ([]bench.Spike, error) {
+	var out []bench.Spike
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		f := strings.Split(part, ":")
+		if len(f) != 3 {
+			return nil, fmt.Errorf("%q: want PHASE:SIZE:WIDTH", part)
+		}
+		at, err1 := strconv.ParseFloat(f[0], 64)
+		size, err2 := strconv.Atoi(f[1])
+		width, err3 := time.ParseDuration(f[2])
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return nil, fmt.Errorf("%q: %v", part, err)
+		}
+		out = append(out, bench.Spike{At: at, Size: size, Width: width})
+	}
+	return out, nil
+}
+
+func writeFileWith(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	werr := write(f)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	return werr
 }

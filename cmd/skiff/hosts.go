@@ -33,17 +33,25 @@ func newHostsCmd(a *cli) *cobra.Command {
 				}
 				return a.printJSON(hosts)
 			}
-			tw := newTable(a.out, "ID", "NAME", "STATE", "ZONE", "CPU", "MEM", "GROUPS", "AGE")
+			// POOL is the warm pool's prepared sandboxes / target, all shape
+			// classes together; HIT/MISS counts creates since the agent started.
+			tw := newTable(a.out, "ID", "NAME", "STATE", "ZONE", "CPU", "MEM", "GROUPS", "POOL", "HIT/MISS", "AGE")
 			now := timeNow()
 			for _, h := range hosts {
 				groups := fmt.Sprint(h.Allocated.Groups)
 				if h.Capacity.Groups > 0 {
 					groups += "/" + fmt.Sprint(h.Capacity.Groups)
 				}
+				pool, hits := "-", "-"
+				if h.Pool != nil {
+					size, target, hit, miss := h.Pool.Totals()
+					pool = fmt.Sprintf("%d/%d", size, target)
+					hits = fmt.Sprintf("%d/%d", hit, miss)
+				}
 				row(tw, h.ID, orDash(h.Name), string(h.State), orDash(h.Zone),
 					humanCores(h.Allocated.MilliCPU)+"/"+humanCores(h.Capacity.MilliCPU),
 					humanBytes(h.Allocated.Memory)+"/"+humanBytes(h.Capacity.Memory),
-					groups, age(h.JoinedAt, now))
+					groups, pool, hits, age(h.JoinedAt, now))
 			}
 			return tw.Flush()
 		},

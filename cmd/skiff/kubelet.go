@@ -17,7 +17,7 @@ import (
 // run as skiff container groups.
 func newKubeletCmd(a *cli) *cobra.Command {
 	var cfg kubelet.Config
-	var capacity, logLevel string
+	var capacity, logLevel, pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "kubelet",
 		Short: "Join a Kubernetes cluster as a virtual node that runs pods as container groups",
@@ -45,6 +45,7 @@ whose pod is gone are deleted, pods without a group get one.`,
 			}
 			cfg.Skiff = c
 			cfg.Logger = log.With("role", "kubelet")
+			startPprof(pprofAddr, cfg.Logger)
 			if capacity != "" {
 				cfg.Capacity = corev1.ResourceList{}
 				for _, kv := range strings.Split(capacity, ",") {
@@ -89,9 +90,12 @@ whose pod is gone are deleted, pods without a group get one.`,
 	fl.StringVar(&cfg.TLSKeyFile, "tls-private-key-file", "", "key of --tls-cert-file")
 	fl.StringVar(&cfg.PodAPIServer, "pod-apiserver", "", "apiserver URL given to pods (default: the kubeconfig's, loopback replaced by --node-ip)")
 	fl.StringVar(&capacity, "capacity", "", "node capacity override, e.g. cpu=64,memory=256Gi,pods=1000 (default: skiff's Ready hosts)")
-	fl.IntVar(&cfg.Workers, "workers", 32, "pods synced in parallel")
+	fl.IntVar(&cfg.Workers, "workers", 128, "pods synced in parallel (each mostly waits on the apiserver: raise it for bursts of hundreds of pods)")
+	fl.Float32Var(&cfg.KubeAPIQPS, "kube-api-qps", 1000, "requests per second to the apiserver (a burst of N pods costs about 3N)")
+	fl.IntVar(&cfg.KubeAPIBurst, "kube-api-burst", 2000, "burst of requests to the apiserver above --kube-api-qps")
 	fl.StringVar(&cfg.KubeletVersion, "kubelet-version", "v1.37.2", "kubelet version the node reports")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6061; no auth")
 	return cmd
 }
 

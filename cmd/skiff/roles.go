@@ -39,6 +39,7 @@ type serverFlags struct {
 	priceTable, region                                                                               string
 	spotNotice                                                                                       time.Duration
 	advertiseHosts                                                                                   []string
+	pool                                                                                             serverPoolFlags // poolflags.go
 }
 
 func (f *serverFlags) add(cmd *cobra.Command, defDir string) {
@@ -58,6 +59,7 @@ func (f *serverFlags) add(cmd *cobra.Command, defDir string) {
 	fl.DurationVar(&f.spotNotice, "spot-reclaim-notice", 3*time.Minute, "warning (event SpotToBeReleased) ahead of reclaiming a spot group")
 	fl.StringVar(&f.region, "region", "skiff", "region id the ECI-compatible API reports")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060; no auth")
+	f.pool.add(fl)
 }
 
 func (f *serverFlags) config(log *slog.Logger) server.Config {
@@ -91,6 +93,7 @@ type agentFlags struct {
 	insecureRegistries []string
 	registryCA         string
 	imageGCThreshold   string
+	pool               agentPoolFlags // poolflags.go
 }
 
 func (f *agentFlags) add(cmd *cobra.Command, standalone bool) {
@@ -111,6 +114,7 @@ func (f *agentFlags) add(cmd *cobra.Command, standalone bool) {
 	fl.StringArrayVar(&f.insecureRegistries, "insecure-registry", nil, "registry HOST[:PORT] reached over plain HTTP or unverified TLS (repeatable)")
 	fl.StringVar(&f.registryCA, "registry-ca", "", "PEM file of CA certificates that registry certificates may chain to (besides the system's)")
 	fl.StringVar(&f.imageGCThreshold, "image-gc-threshold", "", "prune least recently used unused images when the image store exceeds this size, e.g. 50Gi")
+	f.pool.add(fl)
 }
 
 func (f *agentFlags) config(log *slog.Logger) (agent.Config, error) {
@@ -139,6 +143,9 @@ func (f *agentFlags) config(log *slog.Logger) (agent.Config, error) {
 	}
 	cfg.Capacity.Groups = f.maxGroups
 	if err := f.registryConfig(&cfg); err != nil { // pullflags.go
+		return cfg, err
+	}
+	if err := f.pool.apply(&cfg); err != nil {
 		return cfg, err
 	}
 	if f.runtime != "linux" {
@@ -207,6 +214,9 @@ to $SKIFF_CONFIG or ~/.skiff/config.json, so the other verbs just work.`,
 			startPprof(sf.pprof, log)
 			scfg := sf.config(log.With("role", "server"))
 			scfg.ClientConfigPath = client.DefaultConfigPath()
+			if scfg.Pool, err = sf.pool.config(); err != nil {
+				return err
+			}
 			srv, err := server.New(scfg)
 			if err != nil {
 				return err
@@ -235,6 +245,9 @@ to $SKIFF_CONFIG or ~/.skiff/config.json, so the other verbs just work.`,
 				return err
 			}
 			ag, err := agent.New(acfg)
+			if err == nil {
+				err = af.pool.serve(ag, log)
+			}
 			if err != nil {
 				cancel()
 				wg.Wait()
@@ -296,6 +309,9 @@ func newServerCmd() *cobra.Command {
 			}
 			cfg := sf.config(log)
 			cfg.ClientConfigPath = clientCfg
+			if cfg.Pool, err = sf.pool.config(); err != nil {
+				return err
+			}
 			startPprof(sf.pprof, log)
 			srv, err := server.New(cfg)
 			if err != nil {
@@ -338,6 +354,9 @@ func newAgentCmd() *cobra.Command {
 			}
 			ag, err := agent.New(cfg)
 			if err != nil {
+				return err
+			}
+			if err := af.pool.serve(ag, log); err != nil {
 				return err
 			}
 			err = ag.Run(cmd.Context())

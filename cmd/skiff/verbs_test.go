@@ -396,15 +396,16 @@ func TestHostsAndImages(t *testing.T) {
 		jsonReply(w, 200, api.List[api.Host]{Items: []api.Host{{ID: "h-1", Name: "node1", State: api.HostReady, Zone: "z1",
 			Capacity:  api.Resources{MilliCPU: 2000, Memory: 24 << 30, Groups: 3000},
 			Allocated: api.Resources{MilliCPU: 1500, Memory: 3 << 29, Groups: 12},
-			JoinedAt:  now.Add(-72 * time.Hour)}}})
+			JoinedAt:  now.Add(-72 * time.Hour),
+			Pool:      &api.HostPool{Classes: []api.PoolClassStatus{{Class: "c0.25", Size: 3, Target: 4, Hits: 9, Misses: 2}, {Class: "c1", Size: 1, Target: 1}}}}}})
 	})
 	f.mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
 		jsonReply(w, 200, api.List[api.Image]{Items: []api.Image{{Ref: "busybox:latest", Digest: "sha256:0123456789abcdef0123", Size: 4404019, Layers: 1, Hosts: []string{"h-1"}}}})
 	})
 	stdout, _, code := f.cli("", "hosts")
 	want := "" +
-		"ID    NAME    STATE   ZONE   CPU     MEM          GROUPS    AGE\n" +
-		"h-1   node1   Ready   z1     1.5/2   1.5Gi/24Gi   12/3000   3d\n"
+		"ID    NAME    STATE   ZONE   CPU     MEM          GROUPS    POOL   HIT/MISS   AGE\n" +
+		"h-1   node1   Ready   z1     1.5/2   1.5Gi/24Gi   12/3000   4/5    9/2        3d\n"
 	if code != 0 || stdout != want {
 		t.Errorf("hosts\n%s\nwant\n%s", stdout, want)
 	}
@@ -417,7 +418,7 @@ func TestHostsAndImages(t *testing.T) {
 	}
 	stdout, _, _ = f.cli("", "hosts", "-o", "json")
 	var hs []api.Host
-	if err := json.Unmarshal([]byte(stdout), &hs); err != nil || hs[0].Capacity.Groups != 3000 {
+	if err := json.Unmarshal([]byte(stdout), &hs); err != nil || hs[0].Capacity.Groups != 3000 || hs[0].Pool.Classes[0].Hits != 9 {
 		t.Errorf("hosts json %q %v", stdout, err)
 	}
 }

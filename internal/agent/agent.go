@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/skiffhq/skiff/api"
 	"github.com/skiffhq/skiff/internal/hostapi"
 	"github.com/skiffhq/skiff/internal/image"
@@ -63,7 +65,13 @@ type Config struct {
 	// ImageGCThreshold, when set, prunes least recently used images that no
 	// group uses and no image cache pins, once the store holds more.
 	ImageGCThreshold int64
-	Logger           *slog.Logger
+	// PoolSize is the agent's own warm-pool target per shape class: the
+	// pool holds at least this many whatever the control plane asks.
+	PoolSize api.PoolTargets
+	// StartSlots bounds the sandbox creates and container starts that run
+	// at once (slots.go): 0 twice the CPUs, negative no limit.
+	StartSlots int
+	Logger     *slog.Logger
 }
 
 // Agent is a running host agent.
@@ -82,6 +90,12 @@ type Agent struct {
 
 	reporter *reporter
 	pulls    *pulls
+	// pool is the warm-pool manager (pool.go); nil when the runtime has no
+	// sandbox.Pool.
+	pool     *poolManager
+	slots    chan struct{} // start slots (slots.go)
+	prepull  *prepuller    // the images of predicted groups (prepull.go)
+	metrics  *prometheus.Registry
 	ready    chan struct{}
 	readyOne sync.Once
 }
@@ -122,7 +136,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, runners: map[string]*runner{}, recovered: map[string]sandbox.SandboxState{}, ready: make(chan struct{}), pulls: newPulls()}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger, slots: newStartSlots(cfg.StartSlots), runners: map[string]*runner{}, recovered: map[string]sandbox.SandboxState{}, ready: make(chan struct{}), pulls: newPulls(),
+		metrics: prometheus.NewRegistry()}, nil
+}
+
+// Metrics serves the agent's Prometheus metrics (the warm pool's).
+func (a *Agent) Metrics() http.Handler {
+	return promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{})
 }
 
 // Ready is closed once the agent has synced with the server the first time.
@@ -175,6 +195,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		r.detach()
 	}
 	a.mu.Unlock()
+	if a.pool != nil {
+		a.pool.drainOnStop() // pool.go
+	}
 	if a.rt != nil {
 		return a.rt.Close()
 	}
@@ -336,6 +359,9 @@ func (a *Agent) session(ctx context.Context) error {
 	a.log.Info("connected to the server", "server", a.cfg.Server, "podCidr", a.id.PodCIDR)
 
 	go a.reporter.run(sctx, srv)
+	if a.pool != nil {
+		go a.reportPool(sctx, srv)
+	}
 	return a.followAssignments(sctx, srv)
 }
 
@@ -411,7 +437,41 @@ func (a *Agent) startRuntime(ctx context.Context) error {
 		a.log.Info("re-adopting sandboxes from the last run", "count", len(states))
 	}
 	go a.dispatchExits(ctx)
+	if p, ok := rt.(sandbox.Pool); ok {
+		a.pool = newPoolManager(p, a.cfg.PoolSize, a.log.With("part", "pool"))
+		a.pool.register(a.metrics)
+		go func() { defer close(a.pool.done); a.pool.run(ctx) }()
+		a.prepull = newPrepuller(a.images, a.pool.idleFor, a.log.With("part", "prepull"))
+		a.metrics.MustRegister(a.prepull.pulls)
+		go a.prepull.run(ctx)
+	} else if len(a.cfg.PoolSize) > 0 {
+		a.log.Warn("the sandbox runtime has no warm pool; --pool-size is ignored", "runtime", rt.Name())
+	}
 	return nil
+}
+
+// reportPool sends the pool's state every two seconds and takes the
+// control plane's targets from the reply.
+func (a *Agent) reportPool(ctx context.Context, srv *http.Client) {
+	for {
+		var rep hostapi.PoolReply
+		err := call(ctx, srv, http.MethodPost, "/agent/v1/pool", hostapi.PoolReport{Classes: a.pool.status()}, &rep)
+		if err == nil {
+			if a.pool.setServerTargets(rep.Targets) {
+				a.log.Info("warm-pool targets from the control plane", "targets", rep.Targets.String())
+			}
+			if a.prepull != nil {
+				a.prepull.set(rep.Images)
+			}
+		} else if ctx.Err() == nil {
+			a.log.Debug("pool report failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 func (a *Agent) dispatchExits(ctx context.Context) {

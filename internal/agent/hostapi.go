@@ -47,6 +47,7 @@ func (a *Agent) hostAPI() http.Handler {
 	handle("GET /host/v1/groups/{id}/exec/ws", a.serveExecWS)
 	handle("GET /host/v1/groups/{id}/attach/ws", a.serveAttachWS)
 	handle("GET /host/v1/groups/{id}/metrics", a.serveMetrics)
+	handle("PUT /host/v1/groups/{id}/volumes/{name}", a.serveVolumeUpdate) // volumes.go
 	handle("GET /host/v1/images", func(w http.ResponseWriter, r *http.Request) error {
 		imgs, err := a.images.List(r.Context())
 		if err != nil {
@@ -69,6 +70,7 @@ func (a *Agent) hostAPI() http.Handler {
 	handle("GET /host/v1/imagecaches", a.serveCacheList)
 	handle("PUT /host/v1/imagecaches/{id}", a.serveCachePut)
 	handle("DELETE /host/v1/imagecaches/{id}", a.serveCacheDelete)
+	handle("PUT /host/v1/pool/targets", a.servePoolTargets) // pool.go
 	return mux
 }
 

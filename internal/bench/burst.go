@@ -31,10 +31,15 @@ type BurstConfig struct {
 	Command     []string
 	CPU         api.CPU
 	Memory      api.Quantity
-	// Pool is recorded in the result; only cold starts ("off") exist yet.
-	Pool    string
-	Keep    bool
-	Timeout time.Duration
+	// Pool is "on" (the hosts' warm pool must hold the burst's shape
+	// class; the burst waits for it to fill), "off" (the hosts must hold no
+	// prepared sandbox: every start is cold) or "" (whatever the hosts
+	// have). Hits and misses are counted in every case.
+	Pool string
+	// PoolWait bounds the wait for the pool to fill or drain (default 5m).
+	PoolWait time.Duration
+	Keep     bool
+	Timeout  time.Duration
 	// Peer, when set, starts Count containers of the same rootfs with that
 	// runtime in the same run.
 	Peer *PeerConfig
@@ -45,11 +50,22 @@ type BurstConfig struct {
 
 // BurstResult is the machine-readable outcome.
 type BurstResult struct {
-	Count             int     `json:"count"`
-	Concurrency       int     `json:"concurrency"`
-	BatchSize         int     `json:"batchSize"`
-	Image             string  `json:"image"`
-	Pool              string  `json:"pool"`
+	Count       int    `json:"count"`
+	Concurrency int    `json:"concurrency"`
+	BatchSize   int    `json:"batchSize"`
+	Image       string `json:"image"`
+	Pool        string `json:"pool"`
+	// PoolClass is the shape class of the burst's groups; PoolHits and
+	// PoolMisses count its creates that took a prepared sandbox or built
+	// one (the hosts' pool counters, after minus before), and PoolSize is
+	// how many prepared sandboxes of the class the hosts held before.
+	PoolClass   string  `json:"poolClass,omitempty"`
+	PoolHits    int64   `json:"poolHits"`
+	PoolMisses  int64   `json:"poolMisses"`
+	PoolHitRate float64 `json:"poolHitRate"`
+	PoolSize    int     `json:"poolSizeBefore"`
+	// PoolReported is false when the hosts report no warm pool at all.
+	PoolReported      bool    `json:"poolReported"`
 	AllRunningSeconds float64 `json:"allRunningSeconds"`
 	CreateCallsSecond float64 `json:"createCallsSeconds"`
 	GroupsPerSecond   float64 `json:"groupsPerSecond"`
@@ -132,8 +148,14 @@ func RunBurst(ctx context.Context, cl *client.Client, cfg BurstConfig) (*BurstRe
 	labels := map[string]string{"skiff-bench": runID}
 	res := &BurstResult{Count: cfg.Count, Concurrency: cfg.Concurrency, BatchSize: cfg.BatchSize, Image: cfg.Image, Pool: cfg.Pool}
 	if res.Pool == "" {
-		res.Pool = "off" // no warm pool exists yet: every start is cold
+		res.Pool = "server" // whatever the hosts' pool holds
 	}
+	res.PoolClass = burstClass(cfg)
+	poolBefore, err := preparePool(ctx, cl, &cfg, res.PoolClass)
+	if err != nil {
+		return nil, err
+	}
+	res.PoolReported, res.PoolSize = poolBefore.Reported, poolBefore.ClassSize
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -363,6 +385,21 @@ func RunBurst(ctx context.Context, cl *client.Client, cfg BurstConfig) (*BurstRe
 	res.SchedP50Ms, res.SchedP99Ms = percentile(schedLat, 50), percentile(schedLat, 99)
 	res.GetSamples = len(getLat)
 	res.GetP50Ms, res.GetP99Ms = percentile(getLat, 50), percentile(getLat, 99)
+
+	if res.PoolReported {
+		h, m, err := countPoolHits(ctx, cl, poolBefore, res.PoolClass, running+failed, start.Add(all))
+		if err != nil {
+			cfg.logf("pool hits: %v", err)
+		}
+		res.PoolHits, res.PoolMisses = h, m
+		if h+m > 0 {
+			res.PoolHitRate = float64(h) / float64(h+m)
+		}
+		cfg.logf("warm pool: %d hits, %d misses (class %s)", h, m, res.PoolClass)
+		if cfg.Pool == "off" && h > 0 {
+			cfg.logf("warning: --pool off, yet %d creates took a prepared sandbox (the pool was refilled during the burst)", h)
+		}
+	}
 
 	if cfg.Keep {
 		res.Kept = true

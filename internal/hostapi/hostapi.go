@@ -8,7 +8,9 @@
 //	agent → server   POST /agent/v1/hello         Hello → HelloReply
 //	                 GET  /agent/v1/assignments   NDJSON of Assignment
 //	                 POST /agent/v1/status        StatusReport
+//	                 POST /agent/v1/pool          PoolReport → PoolReply (targets)
 //	server → agent   /host/v1/...                 logs, exec, metrics, images
+//	                 PUT  /host/v1/pool/targets   api.PoolTargets
 package hostapi
 
 import (
@@ -80,4 +82,23 @@ type GroupUpdate struct {
 	Events  []api.Event `json:"events,omitempty"`
 	// RestartGeneration is the restart request the host has acted on.
 	RestartGeneration int64 `json:"restartGeneration,omitempty"`
+	// SpecGeneration is the group spec the host has acted on.
+	SpecGeneration int64 `json:"specGeneration,omitempty"`
+}
+
+// PoolReport is the agent's warm pool, sent every few seconds. The reply
+// carries the control plane's current targets, so an agent connected to
+// a replica that is not the leader still follows the leader's plan.
+type PoolReport struct {
+	Classes []api.PoolClassStatus `json:"classes"`
+}
+
+// PoolReply carries the pool targets the control plane set for the host
+// (empty: none, the pool drains to the agent's own --pool-size).
+type PoolReply struct {
+	Targets api.PoolTargets `json:"targets"`
+	// Images are the images of the groups the control plane expects on
+	// this host (the rootfs of its warm pool): the agent pulls those it
+	// lacks while idle.
+	Images []string `json:"images,omitempty"`
 }

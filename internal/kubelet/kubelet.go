@@ -71,6 +71,12 @@ type Config struct {
 	// ResyncPeriod bounds how stale a mounted volume (ConfigMap, Secret,
 	// token) can be when its change event was missed.
 	ResyncPeriod time.Duration
+	// KubeAPIQPS and KubeAPIBurst bound this node's requests to the
+	// apiserver (client-go's token bucket); 0 means 1000 and 2000. A burst
+	// of N pods costs about 3N requests (a token and two status writes
+	// each), so a limit like a node kubelet's 50 would take 30 s for 500.
+	KubeAPIQPS   float32
+	KubeAPIBurst int
 }
 
 // Kubelet is one running virtual node.
@@ -93,8 +99,11 @@ type Kubelet struct {
 	cmInformer  cache.SharedIndexInformer
 	secInformer cache.SharedIndexInformer
 
-	tokens *tokenCache
-	vols   *volumeState
+	tokens   *tokenCache
+	vols     *volumeState
+	creates  *createBatcher
+	creating inflightSet    // pods whose create is submitted, not answered
+	pushed   pushedStatuses // statuses written, until the informer has them
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -116,7 +125,13 @@ func New(cfg Config) (*Kubelet, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 32
+		cfg.Workers = 128
+	}
+	if cfg.KubeAPIQPS <= 0 {
+		cfg.KubeAPIQPS = 1000
+	}
+	if cfg.KubeAPIBurst <= 0 {
+		cfg.KubeAPIBurst = 2000
 	}
 	if cfg.Port == 0 {
 		cfg.Port = 10250
@@ -144,9 +159,9 @@ func New(cfg Config) (*Kubelet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubelet: kubeconfig: %w", err)
 	}
-	// Hundreds of pods change at once in a burst; the default 5 QPS would
-	// make status pushes the bottleneck.
-	rc.QPS, rc.Burst = 1000, 2000
+	// Hundreds of pods change at once in a burst; client-go's default 5
+	// QPS would make status writes the bottleneck.
+	rc.QPS, rc.Burst = cfg.KubeAPIQPS, cfg.KubeAPIBurst
 	rc.UserAgent = "skiff-kubelet/" + cfg.NodeName
 	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -162,6 +177,7 @@ func New(cfg Config) (*Kubelet, error) {
 		ready:  make(chan struct{}),
 		vols:   newVolumeState(),
 	}
+	k.creates = newCreateBatcher(cfg.Skiff)
 	k.tokens = newTokenCache(kube)
 	apiURL, err := podAPIServer(cfg, rc)
 	if err != nil {
@@ -264,6 +280,8 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); k.heartbeat(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); k.watchGroups(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); k.creates.run(ctx) }()
 
 	if !cache.WaitForCacheSync(ctx.Done(), k.podInformer.HasSynced, k.cmInformer.HasSynced, k.secInformer.HasSynced) {
 		return ctx.Err()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -88,6 +87,7 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 	if apierrors.IsNotFound(err) {
 		// The pod is gone from the apiserver: its groups are orphans.
 		for _, g := range k.groups.forPod(key) {
+			k.pushed.forget(types.UID(g.Labels[LabelUID]))
 			if err := k.deleteGroup(ctx, g, false); err != nil {
 				return err
 			}
@@ -110,9 +110,14 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 
 	if pod.DeletionTimestamp != nil {
 		if g != nil {
-			force := pod.DeletionGracePeriodSeconds != nil && *pod.DeletionGracePeriodSeconds == 0
-			if !g.Deleting || force {
-				if err := k.deleteGroup(ctx, g, force); err != nil {
+			// The pod's deletion grace period (kubectl delete
+			// --grace-period=N) is the group's, exactly; a later, shorter
+			// one shortens it.
+			grace := pod.DeletionGracePeriodSeconds
+			cur := g.Spec.TerminationGracePeriodSeconds
+			shorter := grace != nil && (cur == nil || *grace < *cur)
+			if !g.Deleting || shorter {
+				if err := k.deleteGroupGrace(ctx, g, grace); err != nil {
 					return err
 				}
 			}
@@ -129,6 +134,7 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 		}
 		k.vols.forget(uid)
 		k.tokens.forget(uid)
+		k.pushed.forget(pod.UID)
 		return nil
 	}
 
@@ -137,6 +143,9 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 			return nil // finished; its group was deleted, nothing to run
 		}
 		return k.createGroup(ctx, pod)
+	}
+	if nothingToReport(k.pushed.current(pod), g) {
+		return nil
 	}
 	if err := k.pushStatus(ctx, pod, g); err != nil {
 		return err
@@ -147,7 +156,13 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 	return nil
 }
 
+// createGroup submits the create of pod's group to the batcher and
+// returns; the answer puts the group in the cache and enqueues the pod.
 func (k *Kubelet) createGroup(ctx context.Context, pod *corev1.Pod) error {
+	uid := string(pod.UID)
+	if k.creating.has(uid) {
+		return nil // submitted already; its answer enqueues the pod
+	}
 	req, err := k.tr.group(pod)
 	if err != nil {
 		if errors.Is(err, errUnsupported) {
@@ -161,19 +176,56 @@ func (k *Kubelet) createGroup(ctx context.Context, pod *corev1.Pod) error {
 		}
 		return err
 	}
-	g, created, err := k.skiff.CreateGroup(ctx, *req)
-	if err != nil {
-		if code := client.StatusCode(err); code == http.StatusBadRequest || code == http.StatusUnprocessableEntity {
-			return k.failPod(ctx, pod, reasonInvalid, err.Error())
+	if !k.creating.start(uid) {
+		return nil
+	}
+	key := pod.Namespace + "/" + pod.Name
+	k.creates.submit(ctx, *req, func(g *api.Group, created bool, err error) {
+		k.creating.done(uid)
+		switch {
+		case err == nil:
+			k.groups.put(g)
+			k.vols.recordCreate(pod, req)
+			if created {
+				k.log.Debug("group created", "pod", key, "group", g.ID)
+			}
+			k.queue.Add(key) // its status is pushed by the next sync
+		case invalidCreate(err):
+			if ferr := k.failPod(ctx, pod, reasonInvalid, err.Error()); ferr != nil {
+				k.queue.AddRateLimited(key)
+			}
+		case ctx.Err() == nil:
+			k.log.Debug("create group; retrying", "pod", key, "err", err)
+			k.queue.AddRateLimited(key)
 		}
-		return fmt.Errorf("create group for %s/%s: %w", pod.Namespace, pod.Name, err)
+	})
+	return nil
+}
+
+// nothingToReport: skiff is still building the group (placing it, making
+// its sandbox, starting its containers) and has no news a pod status
+// would carry beyond Pending: no container that runs, ended, or waits for
+// a reason of its own (an image pull, a back-off). The pod stays Pending
+// as the apiserver made it until there is. In a burst this saves one or
+// two status writes per pod while the apiserver is busiest; a pod's IP
+// shows once its containers start.
+func nothingToReport(pod *corev1.Pod, g *api.Group) bool {
+	if g.Deleting || (g.Status != api.StatusPending && g.Status != api.StatusScheduling) {
+		return false
 	}
-	k.groups.put(g)
-	k.vols.recordCreate(pod, req)
-	if created {
-		k.log.Debug("group created", "pod", pod.Namespace+"/"+pod.Name, "group", g.ID)
+	if pod.Status.Phase != corev1.PodPending || len(pod.Status.ContainerStatuses) != 0 {
+		return false
 	}
-	return k.pushStatus(ctx, pod, g)
+	for _, cs := range append(append([]api.ContainerStatus{}, g.InitContainers...), g.Containers...) {
+		switch {
+		case cs.State != api.ContainerWaiting:
+			return false
+		case cs.Reason == "", cs.Reason == "Pending", cs.Reason == "ContainerCreating", cs.Reason == "PodInitializing":
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // failPod ends a pod that skiff cannot run, with a status and an event that
@@ -200,15 +252,12 @@ func (k *Kubelet) failPod(ctx context.Context, pod *corev1.Pod, reason, msg stri
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: reason, Message: msg}},
 		})
 	}
-	_, err := k.kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
+	return k.writeStatus(ctx, pod, p.Status)
 }
 
 // waitingStatus shows a pod's containers Waiting with reason.
 func (k *Kubelet) waitingStatus(ctx context.Context, pod *corev1.Pod, reason, msg string) error {
+	pod = k.pushed.current(pod)
 	p := pod.DeepCopy()
 	p.Status.Phase = corev1.PodPending
 	p.Status.HostIP = k.cfg.NodeIP
@@ -222,32 +271,39 @@ func (k *Kubelet) waitingStatus(ctx context.Context, pod *corev1.Pod, reason, ms
 	if statusEqual(&p.Status, &pod.Status) {
 		return nil
 	}
-	_, err := k.kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
+	return k.writeStatus(ctx, pod, p.Status)
 }
 
 // pushStatus writes the status group stands for, if it differs.
 func (k *Kubelet) pushStatus(ctx context.Context, pod *corev1.Pod, g *api.Group) error {
+	pod = k.pushed.current(pod)
 	st := podStatus(pod, g, k.cfg.NodeIP, time.Now())
 	if statusEqual(&st, &pod.Status) {
 		return nil
 	}
-	p := pod.DeepCopy()
-	p.Status = st
-	_, err := k.kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err // a conflict is retried with the informer's newer pod
+	return k.writeStatus(ctx, pod, st)
 }
 
 // deleteGroup deletes g gracefully (or at once); a group already gone is
 // fine.
 func (k *Kubelet) deleteGroup(ctx context.Context, g *api.Group, force bool) error {
 	_, err := k.skiff.DeleteGroup(ctx, g.ID, force)
+	if client.IsNotFound(err) {
+		k.groups.remove(g)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete group %s: %w", g.ID, err)
+	}
+	return nil
+}
+
+// deleteGroupGrace deletes g with grace seconds (nil: the group's own).
+func (k *Kubelet) deleteGroupGrace(ctx context.Context, g *api.Group, grace *int64) error {
+	if grace == nil {
+		return k.deleteGroup(ctx, g, false)
+	}
+	_, err := k.skiff.DeleteGroupGrace(ctx, g.ID, min(max(*grace, 0), api.MaxGracePeriod))
 	if client.IsNotFound(err) {
 		k.groups.remove(g)
 		return nil

@@ -397,28 +397,7 @@ func (s streamer) ExecInContainer(ctx context.Context, name, uid, container stri
 	} else if out == nil {
 		opts.Stderr = io.Discard
 	}
-	if resize != nil {
-		rc := make(chan api.TermSize, 4)
-		go func() {
-			defer close(rc)
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case sz, ok := <-resize:
-					if !ok {
-						return
-					}
-					select {
-					case rc <- api.TermSize{Rows: sz.Height, Cols: sz.Width}:
-					case <-ctx.Done():
-						return
-					}
-				}
-			}
-		}()
-		opts.Resize = rc
-	}
+	opts.Resize = termSizes(ctx, resize)
 	code, err := s.k.skiff.ExecInteractive(ctx, g.ID, opts)
 	if err != nil {
 		return err
@@ -429,18 +408,63 @@ func (s streamer) ExecInContainer(ctx context.Context, name, uid, container stri
 	return nil
 }
 
-// AttachContainer implements remotecommand.Attacher. skiff has no attach
-// call yet: the container's output is followed through its log, and input
-// is refused with a clear message.
+// termSizes converts the streaming library's terminal sizes to skiff's,
+// until ctx is done; nil in, nil out.
+func termSizes(ctx context.Context, resize <-chan remotecommand.TerminalSize) <-chan api.TermSize {
+	if resize == nil {
+		return nil
+	}
+	rc := make(chan api.TermSize, 4)
+	go func() {
+		defer close(rc)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sz, ok := <-resize:
+				if !ok {
+					return
+				}
+				select {
+				case rc <- api.TermSize{Rows: sz.Height, Cols: sz.Width}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return rc
+}
+
+// AttachContainer implements remotecommand.Attacher. A container started
+// with stdin or tty is attached through skiff's attach stream: input,
+// terminal resizes and output reach its pid 1. Any other container has no
+// stdin to give: its output is followed through its log and input is
+// dropped.
 func (s streamer) AttachContainer(ctx context.Context, name, uid, container string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	ns, pod, _ := strings.Cut(name, "/")
-	_, g, err := s.k.podGroup(ns, pod, uid)
+	ns, podName, _ := strings.Cut(name, "/")
+	pod, g, err := s.k.podGroup(ns, podName, uid)
 	if err != nil {
 		return err
 	}
+	dst := io.Writer(io.Discard)
+	if out != nil {
+		dst = out
+	} else if errw != nil {
+		dst = errw
+	}
+	if c := specContainer(pod, container); c != nil && (c.Stdin || c.TTY) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		opts := client.AttachOptions{Container: container, Stdout: dst, Resize: termSizes(ctx, resize)}
+		if in != nil && c.Stdin {
+			opts.Stdin = in
+		}
+		return s.k.skiff.Attach(ctx, g.ID, opts)
+	}
 	if in != nil {
-		// Drain stdin so the client does not block; it cannot reach the
-		// process (see README: skiff needs an attach endpoint).
+		// Drained so the client does not block: the container has no
+		// stdin to give it to.
 		go func() { _, _ = io.Copy(io.Discard, in) }()
 	}
 	tail := 0
@@ -449,17 +473,21 @@ func (s streamer) AttachContainer(ctx context.Context, name, uid, container stri
 		return err
 	}
 	defer rc.Close()
-	dst := io.Writer(io.Discard)
-	if out != nil {
-		dst = out
-	} else if errw != nil {
-		dst = errw
-	}
 	_, err = io.Copy(dst, rc)
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// specContainer finds a container of pod by name ("" is the first).
+func specContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.Containers {
+		if name == "" || pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	return nil
 }
 
 // PortForward implements portforward.PortForwarder: it connects to the

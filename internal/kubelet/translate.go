@@ -74,7 +74,7 @@ func checkSupported(pod *corev1.Pod) error {
 	}
 	for _, v := range s.Volumes {
 		switch {
-		case v.EmptyDir != nil, v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil:
+		case v.EmptyDir != nil, v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.NFS != nil:
 		case v.Projected != nil:
 			for _, ps := range v.Projected.Sources {
 				if ps.ClusterTrustBundle != nil || ps.PodCertificate != nil {
@@ -82,7 +82,7 @@ func checkSupported(pod *corev1.Pod) error {
 				}
 			}
 		default:
-			bad = append(bad, fmt.Sprintf("volume %q: only emptyDir, configMap, secret, downwardAPI and projected volumes are supported", v.Name))
+			bad = append(bad, fmt.Sprintf("volume %q: only emptyDir, nfs, configMap, secret, downwardAPI and projected volumes are supported", v.Name))
 		}
 	}
 	all := append(append([]corev1.Container(nil), s.InitContainers...), s.Containers...)
@@ -222,9 +222,10 @@ func (t *translator) container(pod *corev1.Pod, c *corev1.Container) (api.Contai
 	}
 	out.Resources = api.ResourceRequirements{Limits: resourceList(c.Resources.Limits), Requests: resourceList(c.Resources.Requests)}
 	for _, m := range c.VolumeMounts {
-		// ConfigMap, Secret and projected volumes stay writable at the
-		// skiff level so that live updates can be written into them.
-		ro := m.ReadOnly && !isProjectedKind(pod, m.Name)
+		// ConfigMap, Secret, downwardAPI and projected volumes are always
+		// mounted read-only, as Kubernetes mounts them; live updates go
+		// through skiff's volume API, not the mount.
+		ro := m.ReadOnly || isProjectedKind(pod, m.Name)
 		out.VolumeMounts = append(out.VolumeMounts, api.VolumeMount{Name: volName(m.Name), MountPath: m.MountPath, SubPath: m.SubPath, ReadOnly: ro})
 	}
 	if out.LivenessProbe, err = probe(c, c.LivenessProbe); err != nil {

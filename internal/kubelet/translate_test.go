@@ -2,7 +2,6 @@ package kubelet
 
 import (
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -165,18 +164,5 @@ func TestPodStatus(t *testing.T) {
 		if again := podStatus(pod2, &tc.g, "192.0.2.9", now.Add(time.Minute)); !statusEqual(&again, &pod2.Status) {
 			t.Errorf("%s: status not stable", tc.g.Status)
 		}
-	}
-}
-
-func TestWriteScript(t *testing.T) {
-	mode := int32(0o600)
-	s := writeScript("/etc/cfg", []api.ConfigFileItem{{Path: "a/b.txt", Content: "it's\nbinary\x00"}, {Path: "c", Content: "x", Mode: &mode}}, nil, []string{"old", "c"})
-	for _, want := range []string{"cd '/etc/cfg'", "mkdir -p 'a'", "mv -f 'a/b.txt.skiff-tmp' 'a/b.txt'", "chmod 600 'c.skiff-tmp'", "rm -f 'old'"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("script lacks %q:\n%s", want, s)
-		}
-	}
-	if strings.Contains(s, "rm -f 'c'") {
-		t.Errorf("script removes a kept file:\n%s", s)
 	}
 }

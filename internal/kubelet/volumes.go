@@ -28,6 +28,10 @@ func (t *translator) volume(pod *corev1.Pod, v *corev1.Volume) (api.Volume, erro
 		out.EmptyDir = ed
 		return out, nil
 	}
+	if v.NFS != nil {
+		out.NFS = &api.NFSVolume{Server: v.NFS.Server, Path: v.NFS.Path, ReadOnly: v.NFS.ReadOnly}
+		return out, nil
+	}
 	files, mode, err := t.volumeFiles(pod, v)
 	if err != nil {
 		return out, err

@@ -98,6 +98,10 @@ type SandboxConfig struct {
 	// they see and may signal each other's processes (Kubernetes'
 	// shareProcessNamespace). Its pid 1 is a small idle reaper.
 	SharePID bool
+	// PoolClass, with a runtime that implements Pool, lets CreateSandbox
+	// take a prepared sandbox of that class (any class when none of it is
+	// left) instead of building one. "" never takes from the pool.
+	PoolClass string
 }
 
 // Port is a published port.
@@ -111,11 +115,19 @@ type Port struct {
 // VolumeConfig is a group volume as the runtime makes it.
 type VolumeConfig struct {
 	Name string
-	// Kind is "emptyDir", "memory", "files" or "hostPath".
+	// Kind is "emptyDir", "memory", "files", "hostPath" or "nfs".
 	Kind      string
 	SizeLimit int64
 	Files     []File
 	HostPath  string
+	NFS       *NFSVolume `json:",omitempty"`
+}
+
+// NFSVolume is the export an "nfs" volume mounts.
+type NFSVolume struct {
+	Server   string // host name or IP address
+	Path     string // exported directory
+	ReadOnly bool
 }
 
 // File is one file of a files volume.
@@ -129,6 +141,42 @@ type File struct {
 type SandboxInfo struct {
 	ID string
 	IP string
+	// FromPool is set when the sandbox was a prepared one (a pool hit).
+	FromPool bool
+}
+
+// Pool is implemented by runtimes that can build sandboxes ahead of demand
+// (the warm pool). A prepared sandbox has everything that does not depend
+// on the group: its namespaces (net, ipc, uts, user), its cgroup with the
+// class's limits, its IP and veth. CreateSandbox with a PoolClass takes one
+// and finishes it with the group's hostname, limits, volumes, DNS and
+// hosts files and published ports; to the caller the result is the same
+// as a sandbox built from scratch.
+//
+// Prepared sandboxes are durable like any other: a new Runtime over the
+// same state finds them again (they are in PoolStats, not in Recover), and
+// DrainPool removes them without a trace. Each prepared sandbox goes to
+// exactly one claim or one DrainPool, however they race; one cut off
+// half-way by a crash is removed by the next Runtime.
+type Pool interface {
+	// PrepareSandbox builds one prepared sandbox of class. It lets group
+	// work in flight go first (briefly), so a refill does not slow
+	// creates and starts.
+	PrepareSandbox(ctx context.Context, class PoolClass) error
+	// DrainPool removes up to n prepared sandboxes of class (n < 0: all)
+	// and returns how many it removed. An empty class name means every
+	// class.
+	DrainPool(ctx context.Context, class string, n int) (int, error)
+	// PoolStats returns the number of prepared sandboxes per class.
+	PoolStats() map[string]int
+}
+
+// PoolClass is a shape class of prepared sandboxes: the cgroup limits they
+// are built with. A claim rewrites the limits when the group's differ.
+type PoolClass struct {
+	Name     string
+	MilliCPU int64
+	Memory   int64
 }
 
 // ContainerConfig describes one container to start.

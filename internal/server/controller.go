@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skiffhq/skiff/api"
@@ -30,6 +32,16 @@ type controller struct {
 	leases   *leaseLog
 	// ten meters ended groups and reclaims spot capacity (nil: neither).
 	ten *tenancy.Manager
+	// planner sets warm-pool targets from the demand forecast (pool.go;
+	// nil: none).
+	planner *planner
+	// gate serializes scheduling rounds (exclusive) against
+	// pre-placements (shared); led is the view pre-placement places
+	// against (preplace.go).
+	gate sync.RWMutex
+	led  ledger
+	// preplaced counts groups placed by pre-placement, not by a round.
+	preplaced atomic.Int64
 }
 
 func (c *controller) wake() {
@@ -71,6 +83,7 @@ func (c *controller) lead(ctx context.Context, leading func(bool)) error {
 	}
 	c.log.Info("this replica leads: scheduling", "replica", c.replica)
 	leading(true)
+	defer c.dropLedger()
 	guard := clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -81,6 +94,9 @@ func (c *controller) lead(ctx context.Context, leading func(bool)) error {
 		case <-lctx.Done():
 		}
 	}()
+	if c.planner != nil {
+		go c.planner.run(lctx, guard) // its own pace: once per half bucket
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -109,7 +125,13 @@ func (c *controller) lead(ctx context.Context, leading func(bool)) error {
 }
 
 // schedule is one round: snapshot, pure placement, serialized apply.
+//
+// Every round, even one with nothing pending, leaves its view of the hosts
+// for pre-placement (preplace.go); gate keeps pre-placements out while the
+// round reads and writes.
 func (c *controller) schedule(ctx context.Context, guard clientv3.Cmp) error {
+	c.gate.Lock()
+	defer c.gate.Unlock()
 	groups, _, err := c.store.ListGroups(ctx)
 	if err != nil {
 		return err
@@ -120,9 +142,6 @@ func (c *controller) schedule(ctx context.Context, guard clientv3.Cmp) error {
 			pending = append(pending, g)
 		}
 	}
-	if len(pending) == 0 {
-		return nil
-	}
 	hostRecs, err := c.store.ListHosts(ctx)
 	if err != nil {
 		return err
@@ -132,6 +151,22 @@ func (c *controller) schedule(ctx context.Context, guard clientv3.Cmp) error {
 		return err
 	}
 	snap, hostRev := snapshot(hostRecs, alive, groups)
+	warm := map[string]map[string]int{}
+	if pools, err := c.store.ListPoolStatus(ctx); err == nil {
+		for id, p := range pools {
+			warm[id] = map[string]int{}
+			for _, cl := range p.Classes {
+				warm[id][cl.Class] = cl.Size
+			}
+		}
+	}
+	// Place below adds this round's decisions to snap's allocation; a
+	// decision that then fails to apply stays counted until the next round
+	// (safe: it only under-uses a host for a second).
+	defer c.setLedger(snap, hostRev, warm, guard)
+	if len(pending) == 0 {
+		return nil
+	}
 	reqs := make([]scheduler.Request, len(pending))
 	byID := make(map[string]*api.Group, len(pending))
 	prefer := cachePreferences(ctx, c.store, pending) // hosts holding each group's image cache (imagecache.go)

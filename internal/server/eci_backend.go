@@ -52,6 +52,10 @@ func (b *eciBackend) UpdateGroup(ctx context.Context, c eci.Caller, id string, f
 	return b.svc.UpdateGroupFields(ctx, fromECI(c), id, fn)
 }
 
+func (b *eciBackend) UpdateGroupSpec(ctx context.Context, c eci.Caller, id string, req *api.UpdateGroupRequest) (*api.Group, error) {
+	return b.svc.UpdateGroup(ctx, fromECI(c), id, req)
+}
+
 func (b *eciBackend) Events(ctx context.Context, c eci.Caller, id string) ([]api.Event, error) {
 	return b.svc.Events(ctx, fromECI(c), id)
 }
@@ -191,32 +195,6 @@ func (s *Service) ExecWS(w http.ResponseWriter, r *http.Request, c Caller, idOrN
 	}
 	rp.ServeHTTP(w, r)
 	return nil
-}
-
-// UpdateGroupFields changes a group's tags, restart policy or active
-// deadline in place; the result must still validate.
-func (s *Service) UpdateGroupFields(ctx context.Context, c Caller, idOrName string, fn func(g *api.Group) error) (*api.Group, error) {
-	g, err := s.resolve(ctx, c, idOrName)
-	if err != nil {
-		return nil, err
-	}
-	if g.Deleting {
-		return nil, errdefs.Userf(errdefs.ErrIncorrectStat, "the group is being deleted")
-	}
-	return s.store.UpdateGroup(ctx, g.ID, func(cur *api.Group) error {
-		if cur.AccountID != c.AccountID {
-			return errdefs.Userf(errdefs.ErrNotFound, "container group not found")
-		}
-		if err := fn(cur); err != nil {
-			return err
-		}
-		req := api.CreateGroupRequest{Name: cur.Name, Labels: cur.Labels, Spec: cur.Spec}
-		if err := req.Validate(); err != nil {
-			return errdefs.Invalid(err.Error())
-		}
-		cur.Spec = req.Spec
-		return nil
-	})
 }
 
 // Hosts lists the fleet's hosts with what is allocated on them.

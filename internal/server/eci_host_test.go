@@ -76,10 +76,17 @@ func startServerWith(t *testing.T, mutate func(*Config)) *testServer {
 // with the given capacity, and imports a busybox image into it.
 func startSimAgent(t *testing.T, ts *testServer, milliCPU int64, memory int64) {
 	t.Helper()
+	startSimAgentWith(t, ts, milliCPU, memory, sim.Config{})
+}
+
+// startSimAgentWith is startSimAgent with the simulated runtime's config
+// (exits, latencies).
+func startSimAgentWith(t *testing.T, ts *testServer, milliCPU int64, memory int64, simCfg sim.Config) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the agent's image store unpacks layers with owners: needs root")
 	}
-	rt, err := sim.New(sim.Config{})
+	rt, err := sim.New(simCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

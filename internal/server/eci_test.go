@@ -259,7 +259,7 @@ func TestECISDKGroupLifecycle(t *testing.T) {
 	rr.RegionId = testRegion
 	rr.ContainerGroupId = id
 	_, err = cl.RestartContainerGroup(rr)
-	wantCode(t, err, 403, "IncorrectStatus")
+	wantCode(t, err, 400, "IncorrectStatus")
 
 	// Tags.
 	if _, err := common(t, cl, "TagResources", map[string]string{"RegionId": testRegion, "ResourceType": "ContainerGroup", "ResourceId.1": id, "Tag.1.Key": "owner", "Tag.1.Value": "me"}); err != nil {
@@ -290,8 +290,12 @@ func TestECISDKGroupLifecycle(t *testing.T) {
 	ur2.RegionId = testRegion
 	ur2.ContainerGroupId = id
 	ur2.Cpu = requests.NewFloat(4)
-	_, err = cl.UpdateContainerGroup(ur2)
-	wantCode(t, err, 400, "InvalidParameter.NotSupported")
+	if _, err = cl.UpdateContainerGroup(ur2); err != nil { // not placed: the scheduler places the new shape
+		t.Fatal(err)
+	}
+	if d, _ := cl.DescribeContainerGroups(dreq); d.ContainerGroups[0].Cpu != 4 || d.ContainerGroups[0].RestartPolicy != "Never" {
+		t.Fatalf("after cpu update: %+v", d.ContainerGroups[0])
+	}
 
 	ev, err := common(t, cl, "DescribeContainerGroupEvents", map[string]string{"RegionId": testRegion, "ContainerGroupIds": `["` + id + `"]`})
 	if err != nil || len(ev["Data"].([]any)) != 1 {
@@ -322,7 +326,7 @@ func TestECISDKGroupLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	usage, err := common(t, cl, "ListUsage", map[string]string{"RegionId": testRegion})
-	if err != nil || len(usage["Usages"].([]any)) != 3 {
+	if err != nil || usage["Attributes"].(map[string]any)["MaxCpu"] != float64(-1) {
 		t.Fatalf("usage: %v %v", err, usage)
 	}
 
@@ -465,9 +469,18 @@ func TestECIErrors(t *testing.T) {
 		{"config not base64", func(r *ecisdk.CreateContainerGroupRequest) {
 			(*(*r.Volume)[1].ConfigFileVolume.ConfigFileToPath)[0].Content = "%%%"
 		}, "InvalidParameter"},
-		{"nfs", func(r *ecisdk.CreateContainerGroupRequest) {
-			(*r.Volume)[0] = ecisdk.CreateContainerGroupVolume{Name: "scratch", Type: "NFSVolume", NFSVolume: ecisdk.CreateContainerGroupNFSVolume{Server: "nfs", Path: "/"}}
+		{"disk volume", func(r *ecisdk.CreateContainerGroupRequest) {
+			(*r.Volume)[0] = ecisdk.CreateContainerGroupVolume{Name: "scratch", Type: "DiskVolume", DiskVolume: ecisdk.CreateContainerGroupDiskVolume{DiskId: "d-1"}}
 		}, "InvalidParameter.NotSupported"},
+		{"nfs bad server", func(r *ecisdk.CreateContainerGroupRequest) {
+			(*r.Volume)[0] = ecisdk.CreateContainerGroupVolume{Name: "scratch", Type: "NFSVolume", NFSVolume: ecisdk.CreateContainerGroupNFSVolume{Server: "nas -o x", Path: "/"}}
+		}, "InvalidParameter"},
+		{"nfs relative path", func(r *ecisdk.CreateContainerGroupRequest) {
+			(*r.Volume)[0] = ecisdk.CreateContainerGroupVolume{Name: "scratch", Type: "NFSVolume", NFSVolume: ecisdk.CreateContainerGroupNFSVolume{Server: "nas", Path: "share"}}
+		}, "InvalidParameter"},
+		{"nfs without server", func(r *ecisdk.CreateContainerGroupRequest) {
+			(*r.Volume)[0] = ecisdk.CreateContainerGroupVolume{Name: "scratch", Type: "NFSVolume", NFSVolume: ecisdk.CreateContainerGroupNFSVolume{Path: "/"}}
+		}, "MissingParameter"},
 		{"spot limit too low", func(r *ecisdk.CreateContainerGroupRequest) {
 			r.SpotStrategy = "SpotWithPriceLimit"
 			r.SpotPriceLimit = requests.NewFloat(0.0000001)
@@ -699,6 +712,8 @@ func TestECIImageCacheActions(t *testing.T) {
 	if len(dresp.ImageCaches) != 1 || dresp.ImageCaches[0].ImageCacheName != "warm" || dresp.ImageCaches[0].Status != "Creating" {
 		t.Fatalf("describe: %+v", dresp.ImageCaches)
 	}
+	checkShape(t, "CreateImageCache", cresp.GetHttpContentBytes(), *cresp)
+	checkShape(t, "DescribeImageCaches", dresp.GetHttpContentBytes(), *dresp)
 	if strings.Contains(dresp.GetHttpContentString(), "s3cret") {
 		t.Fatal("the registry password came back in DescribeImageCaches")
 	}

@@ -89,6 +89,7 @@ func (a *apiHandler) apiRoutes() []route {
 		{pattern: "GET /v1/groups", h: a.listGroups},
 		{pattern: "GET /v1/groups/{id}", h: a.getGroup},
 		{pattern: "DELETE /v1/groups/{id}", h: a.deleteGroup},
+		{pattern: "PATCH /v1/groups/{id}", h: a.updateGroup}, // update.go
 		{pattern: "POST /v1/groups/{id}/restart", h: a.restartGroup},
 		{pattern: "GET /v1/groups/{id}/events", h: a.events},
 		{pattern: "GET /v1/groups/{id}/wait", h: a.wait},
@@ -97,6 +98,7 @@ func (a *apiHandler) apiRoutes() []route {
 		{pattern: "GET /v1/groups/{id}/exec/ws", h: a.proxyToHost("exec/ws")},
 		{pattern: "GET /v1/groups/{id}/attach/ws", h: a.proxyToHost("attach/ws")},
 		{pattern: "GET /v1/groups/{id}/metrics", h: a.proxyToHost("metrics")},
+		{pattern: "PUT /v1/groups/{id}/volumes/{name}", h: a.updateVolume}, // volumes.go
 		{pattern: "GET /v1/watch", h: a.watch},
 		{pattern: "GET /v1/hosts", h: a.hosts},
 		{pattern: "GET /v1/images", h: a.images},
@@ -330,7 +332,15 @@ func (a *apiHandler) deleteGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	g, err := a.svc.DeleteGroup(r.Context(), callerFrom(r.Context()), r.PathValue("id"), force)
+	var grace *int64
+	if v := r.URL.Query().Get("gracePeriodSeconds"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > api.MaxGracePeriod {
+			return errdefs.Invalid(fmt.Sprintf("gracePeriodSeconds %q: want a whole number of seconds from 0 to %d", v, api.MaxGracePeriod))
+		}
+		grace = &n
+	}
+	g, err := a.svc.DeleteGroupGrace(r.Context(), callerFrom(r.Context()), r.PathValue("id"), force, grace)
 	if err != nil {
 		return err
 	}
@@ -511,6 +521,15 @@ func (a *apiHandler) hosts(w http.ResponseWriter, r *http.Request) error {
 			items[i].State = api.HostNotReady
 		}
 	}
+	pools, err := a.svc.store.ListPoolStatus(r.Context())
+	if err != nil {
+		return err
+	}
+	targets, err := a.svc.store.ListPoolTargets(r.Context())
+	if err != nil {
+		return err
+	}
+	withPools(items, pools, targets) // pool.go
 	writeJSON(w, http.StatusOK, api.List[api.Host]{Items: items, Total: len(items)})
 	return nil
 }

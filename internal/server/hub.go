@@ -39,6 +39,8 @@ type Hub struct {
 
 	mu       sync.Mutex
 	sessions map[string]*agentSession
+	// pools holds the agents' last pool reports (pool.go).
+	pools poolReports
 }
 
 type agentSession struct {
@@ -211,6 +213,7 @@ func (h *Hub) serveSession(host *api.Host, sess *yamux.Session) {
 	}
 	h.mu.Unlock()
 	h.log.Info("agent disconnected", "host", hostID)
+	h.forgetPool(hostID)
 	dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_, _ = h.store.Client().Delete(dctx, h.store.AliveKey(hostID))
 	dcancel()
@@ -317,6 +320,9 @@ func (h *Hub) agentAPI(hostID string) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, hostapi.HelloReply{HostID: hostID, PodCIDR: host.PodCIDR})
 	})
+	mux.HandleFunc("POST /agent/v1/pool", func(w http.ResponseWriter, r *http.Request) {
+		h.handlePoolReport(w, r, hostID) // pool.go
+	})
 	mux.HandleFunc("GET /agent/v1/assignments", func(w http.ResponseWriter, r *http.Request) {
 		h.streamAssignments(w, r, hostID)
 	})
@@ -378,6 +384,7 @@ func (h *Hub) streamAssignments(w http.ResponseWriter, r *http.Request, hostID s
 func (h *Hub) applyStatus(ctx context.Context, hostID string, ups []hostapi.GroupUpdate) error {
 	var events []api.Event
 	var updates []hostapi.GroupUpdate // batched: statusbatch.go
+	var removed []string
 	for _, u := range ups {
 		for i := range u.Events {
 			u.Events[i].GroupID = u.ID
@@ -385,12 +392,13 @@ func (h *Hub) applyStatus(ctx context.Context, hostID string, ups []hostapi.Grou
 		}
 		events = append(events, u.Events...)
 		if u.Removed {
-			if err := h.removeGroup(ctx, hostID, u.ID); err != nil {
-				return err
-			}
+			removed = append(removed, u.ID)
 			continue
 		}
 		updates = append(updates, u)
+	}
+	if err := h.removeGroups(ctx, hostID, removed); err != nil {
+		return err
 	}
 	if err := h.applyUpdates(ctx, hostID, updates); err != nil {
 		return err
@@ -399,6 +407,38 @@ func (h *Hub) applyStatus(ctx context.Context, hostID string, ups []hostapi.Grou
 		// Events of deleted groups would linger: drop those groups' events.
 		if err := h.store.AppendEvents(ctx, events...); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// removeGroups deletes the records of groups their host has torn down, in
+// batched transactions (a teardown reports many at once); a group that
+// changed meanwhile is looked at again alone.
+func (h *Hub) removeGroups(ctx context.Context, hostID string, ids []string) error {
+	if len(ids) <= 1 {
+		for _, id := range ids {
+			if err := h.removeGroup(ctx, hostID, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	gs, err := h.store.GetGroups(ctx, ids)
+	if err != nil {
+		return err
+	}
+	var del []*api.Group
+	for _, g := range gs {
+		if g.Deleting && g.HostID == hostID {
+			del = append(del, g)
+		}
+	}
+	for i, err := range h.store.DeleteGroups(ctx, del) {
+		if err != nil {
+			if err := h.removeGroup(ctx, hostID, del[i].ID); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -433,6 +473,12 @@ func applyUpdate(g *api.Group, u *hostapi.GroupUpdate) {
 	}
 	if g.RestartGeneration > u.RestartGeneration && u.Status == api.StatusRunning {
 		u.Status = api.StatusRestarting // the host has not acted on the restart yet
+	}
+	if g.SpecGeneration > u.SpecGeneration && !g.Deleting && !u.Status.Terminal() {
+		u.Status, u.Reason, u.Message = api.StatusUpdating, "", "" // nor on the update
+	}
+	if u.SpecGeneration > g.AppliedSpecGeneration {
+		g.AppliedSpecGeneration = u.SpecGeneration
 	}
 	if g.Status == api.StatusExpired && g.SpotReclaimAt != nil && u.Status.Terminal() {
 		// A reclaimed spot group's final status is the control plane's.

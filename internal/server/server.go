@@ -1,7 +1,7 @@
 // Package server is skiff's control plane: the native REST API (and, later,
 // the ECI-compatible front) over one service layer, the hub that host
-// agents dial into, and the leader-only controllers (scheduler, host
-// liveness). All state lives in etcd through package store; a replica can
+// agents dial into, and the leader-only controllers (scheduler with
+// pre-placement, host liveness, the warm-pool planner: pool.go). All state lives in etcd through package store; a replica can
 // be killed at any moment and another (or the same, restarted) carries on.
 package server
 
@@ -56,6 +56,9 @@ type Config struct {
 	SpotReclaimNotice time.Duration
 	// Region is the region the ECI front reports (default "skiff").
 	Region string
+	// Pool configures the create history, the demand forecast and the
+	// warm-pool planner (pool.go).
+	Pool   PoolConfig
 	Logger *slog.Logger
 }
 
@@ -167,7 +170,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	ten := tenancy.New(st, tenancy.Config{Prices: prices, ReclaimNotice: s.cfg.SpotReclaimNotice})
 	ctl.ten = ten
-	svc := &Service{store: st, hub: hub, kick: ctl.wake, ten: ten}
+	poolCfg := s.cfg.Pool.withDefaults()
+	history := newHistoryRecorder(st, poolCfg)
+	ctl.planner = &planner{store: st, hub: hub, cfg: poolCfg, log: s.log.With("part", "pool"), now: time.Now, view: ctl.hostView}
+	svc := &Service{store: st, hub: hub, kick: ctl.wake, ten: ten, history: history, place: ctl.preplace}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -176,6 +182,11 @@ func (s *Server) Run(ctx context.Context) error {
 			return 1
 		}
 		return 0
+	}))
+	reg.MustRegister(poolCollector{hub}) // pool.go
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_groups_preplaced_total",
+		Help: "Groups the leader placed at create (pre-placement), without waiting for a scheduling round."}, func() float64 {
+		return float64(ctl.preplaced.Load())
 	}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_agents_connected", Help: "Host agents connected to this replica."}, func() float64 {
 		return float64(len(hub.ConnectedHosts()))
@@ -226,6 +237,8 @@ func (s *Server) Run(ctx context.Context) error {
 		ctl.run(cctx, func(b bool) { s.leading.Store(b) })
 	}()
 	go newCacheController(st, hub, s.log.With("part", "imagecache")).run(cctx, s.leading.Load) // imagecache.go
+	historyDone := make(chan struct{})
+	go func() { defer close(historyDone); history.run(cctx) }()
 	s.log.Info("skiff server ready", "api", "http://"+s.APIAddr, "agents", s.AgentAddr)
 	close(s.ready)
 
@@ -237,6 +250,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	ccancel()
 	<-done
+	<-historyDone
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = apiSrv.Shutdown(sctx)

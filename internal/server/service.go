@@ -27,6 +27,11 @@ type Service struct {
 	// ten charges groups to their account's quota and meters them; nil
 	// (in tests that build a bare Service) skips both.
 	ten *tenancy.Manager
+	// history counts creates for the warm-pool forecast (pool.go; nil: off).
+	history *historyRecorder
+	// place pre-places new groups on the leader (preplace.go) and says how
+	// many it placed; nil: every group waits for a scheduling round.
+	place func(ctx context.Context, gs []*api.Group) int
 }
 
 // Caller is who makes a request.
@@ -69,10 +74,30 @@ func (s *Service) created(ctx context.Context, out *api.Group, cacheEv *api.Even
 	if cacheEv != nil {
 		go func() { _ = s.store.AppendEvents(context.WithoutCancel(ctx), *cacheEv) }() // off the create path
 	}
+	s.history.note(out) // in memory; flushed to the store in the background
 	if s.kick != nil {
-		s.kick()
+		s.dispatch(ctx, s.kick, out)
 	}
 	return out, true, nil
+}
+
+// dispatch hands newly stored groups to pre-placement, off the create
+// path, and wakes the scheduler for whatever it did not place.
+func (s *Service) dispatch(ctx context.Context, kick func(), gs ...*api.Group) {
+	if len(gs) == 0 {
+		return
+	}
+	if s.place == nil {
+		kick()
+		return
+	}
+	go func() {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if s.place(pctx, gs) < len(gs) {
+			kick()
+		}
+	}()
 }
 
 // prepareGroup validates a create request and builds the group record, not
@@ -248,8 +273,21 @@ func labelsMatch(g *api.Group, want map[string]string) bool {
 // DeleteGroup starts a group's teardown. A group not on any host, or on a
 // host that is gone and force is set, is removed at once.
 func (s *Service) DeleteGroup(ctx context.Context, c Caller, idOrName string, force bool) (*api.Group, error) {
+	return s.DeleteGroupGrace(ctx, c, idOrName, force, nil)
+}
+
+// DeleteGroupGrace is DeleteGroup with the grace period of this delete
+// (Kubernetes' gracePeriodSeconds): it replaces the spec's, and a second
+// delete may shorten it. nil keeps the spec's; 0 is force.
+func (s *Service) DeleteGroupGrace(ctx context.Context, c Caller, idOrName string, force bool, grace *int64) (*api.Group, error) {
+	if grace != nil && (*grace < 0 || *grace > api.MaxGracePeriod) {
+		return nil, errdefs.Invalid(fmt.Sprintf("gracePeriodSeconds %d: must be between 0 and %d", *grace, api.MaxGracePeriod))
+	}
+	if grace != nil && *grace == 0 {
+		force = true
+	}
 	for attempt := 0; ; attempt++ {
-		g, err := s.deleteGroup(ctx, c, idOrName, force)
+		g, err := s.deleteGroup(ctx, c, idOrName, force, grace)
 		if errors.Is(err, store.ErrConflict) && attempt < 10 {
 			continue // placed or changed under us: decide again on the new record
 		}
@@ -257,7 +295,7 @@ func (s *Service) DeleteGroup(ctx context.Context, c Caller, idOrName string, fo
 	}
 }
 
-func (s *Service) deleteGroup(ctx context.Context, c Caller, idOrName string, force bool) (*api.Group, error) {
+func (s *Service) deleteGroup(ctx context.Context, c Caller, idOrName string, force bool, grace *int64) (*api.Group, error) {
 	g, err := s.resolve(ctx, c, idOrName)
 	if err != nil {
 		return nil, err
@@ -278,14 +316,20 @@ func (s *Service) deleteGroup(ctx context.Context, c Caller, idOrName string, fo
 		return g, nil
 	}
 	return s.store.UpdateGroup(ctx, g.ID, func(g *api.Group) error {
-		if g.Deleting && !force {
+		// A first delete sets the grace period; a later one may only
+		// shorten it, as in Kubernetes.
+		cur := g.Spec.TerminationGracePeriodSeconds
+		shorter := grace != nil && (cur == nil || *grace < *cur)
+		if g.Deleting && !force && !shorter {
 			return store.ErrNoChange
 		}
-		g.Deleting = true
 		if force {
 			zero := int64(0)
 			g.Spec.TerminationGracePeriodSeconds = &zero
+		} else if grace != nil && (shorter || !g.Deleting) {
+			g.Spec.TerminationGracePeriodSeconds = grace
 		}
+		g.Deleting = true
 		if !g.Status.Terminal() {
 			g.Status = api.StatusTerminating
 		}
@@ -439,11 +483,14 @@ func (s *Service) CreateGroups(ctx context.Context, c Caller, reqs []*api.Create
 			out[i], created[i], errs[i] = one.created(ctx, stored[k], evs[k], serrs[k])
 		}
 	}
-	for i := range reqs {
-		if created[i] && kick != nil {
-			kick()
-			break
+	if kick != nil {
+		var fresh []*api.Group
+		for i := range reqs {
+			if created[i] {
+				fresh = append(fresh, out[i])
+			}
 		}
+		s.dispatch(ctx, kick, fresh...)
 	}
 	return out, created, errs
 }

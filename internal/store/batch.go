@@ -9,25 +9,27 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// batchChunk bounds the groups of one transaction: each costs up to three
-// operations and etcd refuses more than 128 by default.
+// batchChunk bounds the groups of one transaction: each costs three
+// operations (record, name, charge) and etcd refuses more than 128 by
+// default.
 const batchChunk = 32
 
 // CreateGroupsCharged is CreateGroupCharged for many groups of one account
-// at once: per chunk of groups, one read of the usage record and one
-// transaction that writes the groups, their names and their charges —
-// one disk sync for the chunk instead of one per group. admit is asked
-// about each group in order, against the record with the groups before it
-// already charged. errs[i] is group i's own failure (over quota, name
+// at once: per chunk of groups, one read of the account's counters and one
+// transaction that writes the groups, their names, their charges and the
+// new counters — one disk sync for the chunk instead of one per group, and
+// a cost that does not grow with what the account already holds. admit is
+// asked about each group in order, against the usage with the groups
+// before it already charged. errs[i] is group i's own failure (over quota, name
 // taken), out[i] its stored record. Groups with client tokens go through
 // CreateGroupCharged, one by one, to keep its token semantics.
-func (s *Store) CreateGroupsCharged(ctx context.Context, gs []*api.Group, es []UsageEntry, admit func(u *UsageRecord, e UsageEntry) error) (out []*api.Group, errs []error) {
+func (s *Store) CreateGroupsCharged(ctx context.Context, gs []*api.Group, es []UsageEntry, admit func(u Usage, e UsageEntry) error) (out []*api.Group, errs []error) {
 	out = make([]*api.Group, len(gs))
 	errs = make([]error, len(gs))
 	var plain []int
 	for i, g := range gs {
 		if g.ClientToken != "" || g.AccountID != gs[0].AccountID {
-			out[i], errs[i] = s.CreateGroupCharged(ctx, g, es[i], func(u *UsageRecord) error { return admit(u, es[i]) })
+			out[i], errs[i] = s.CreateGroupCharged(ctx, g, es[i], admit)
 			continue
 		}
 		plain = append(plain, i)
@@ -46,9 +48,9 @@ func (s *Store) CreateGroupsCharged(ctx context.Context, gs []*api.Group, es []U
 	return out, errs
 }
 
-func (s *Store) createChunk(ctx context.Context, gs []*api.Group, es []UsageEntry, idx []int, admit func(u *UsageRecord, e UsageEntry) error, out []*api.Group, errs []error) error {
+func (s *Store) createChunk(ctx context.Context, gs []*api.Group, es []UsageEntry, idx []int, admit func(u Usage, e UsageEntry) error, out []*api.Group, errs []error) error {
 	acct := gs[idx[0]].AccountID
-	ukey := s.Key("usage", acct)
+	ukey := s.countersKey(acct)
 	bodies := make(map[int][]byte, len(idx))
 	names := map[string]bool{}
 	var todo []int
@@ -68,7 +70,7 @@ func (s *Store) createChunk(ctx context.Context, gs []*api.Group, es []UsageEntr
 		todo = append(todo, i)
 	}
 	for attempt := 0; attempt < 100 && len(todo) > 0; attempt++ {
-		u, rev, err := s.getUsage(ctx, acct)
+		u, rev, err := s.getCounters(ctx, acct)
 		if err != nil {
 			return err
 		}
@@ -78,7 +80,7 @@ func (s *Store) createChunk(ctx context.Context, gs []*api.Group, es []UsageEntr
 				errs[i] = err
 				continue
 			}
-			u.Groups[gs[i].ID] = es[i]
+			u = u.Add(es[i], 1)
 			in = append(in, i)
 		}
 		if len(in) == 0 {
@@ -93,7 +95,9 @@ func (s *Store) createChunk(ctx context.Context, gs []*api.Group, es []UsageEntr
 			cmps = append(cmps,
 				clientv3.Compare(clientv3.CreateRevision(s.groupKey(g.ID)), "=", 0),
 				clientv3.Compare(clientv3.CreateRevision(s.nameKey(acct, g.Name)), "=", 0))
-			ops = append(ops, clientv3.OpPut(s.groupKey(g.ID), string(bodies[i])), clientv3.OpPut(s.nameKey(acct, g.Name), g.ID))
+			eb, _ := json.Marshal(es[i])
+			ops = append(ops, clientv3.OpPut(s.groupKey(g.ID), string(bodies[i])), clientv3.OpPut(s.nameKey(acct, g.Name), g.ID),
+				clientv3.OpPut(s.chargeKey(acct, g.ID), string(eb)))
 			nameGets = append(nameGets, clientv3.OpGet(s.nameKey(acct, g.Name), clientv3.WithKeysOnly()))
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).
@@ -109,7 +113,7 @@ func (s *Store) createChunk(ctx context.Context, gs []*api.Group, es []UsageEntr
 			}
 			return nil
 		}
-		// Names taken fail alone; a moved usage record is read again.
+		// Names taken fail alone; moved counters are read again.
 		todo = todo[:0]
 		for k, i := range in {
 			if len(resp.Responses[k+1].GetResponseRange().Kvs) > 0 {

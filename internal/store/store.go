@@ -225,9 +225,46 @@ var ErrGuard = errors.New("store: write guard failed")
 // ErrNoChange tells UpdateGroup that fn decided not to write.
 var ErrNoChange = errors.New("no change")
 
-// DeleteGroup removes a group with its name, token and events, provided the
+// DeleteGroup removes a group with its name, token and events, and
+// releases its charge to its account's usage (usage.go), provided the
 // record is still at g.Revision (when set); otherwise ErrConflict.
 func (s *Store) DeleteGroup(ctx context.Context, g *api.Group) error {
+	// Delete only the record the caller read: if it changed meanwhile (the
+	// scheduler placed the group, say), the caller must look again.
+	inner := s.groupDeleteOp(g)
+	for attempt := 0; attempt < 100; attempt++ {
+		rcmps, rops, err := s.releaseOps(ctx, g)
+		if err != nil {
+			return err
+		}
+		var guard []clientv3.Cmp
+		if g.Revision > 0 {
+			guard = append(guard, clientv3.Compare(clientv3.ModRevision(s.groupKey(g.ID)), "=", g.Revision))
+		}
+		resp, err := s.cli.Txn(ctx).If(append(guard, rcmps...)...).Then(append([]clientv3.Op{inner}, rops...)...).
+			Else(clientv3.OpGet(s.groupKey(g.ID), clientv3.WithKeysOnly())).Commit()
+		if err != nil {
+			return fmt.Errorf("store: delete group: %w", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		// The record moved, or the charge or the counters did (a racing
+		// create, delete or update of the same account): look again.
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if g.Revision > 0 && (len(kvs) == 0 || kvs[0].ModRevision != g.Revision) {
+			return fmt.Errorf("group %s changed while being deleted: %w", g.ID, ErrConflict)
+		}
+		if g.Revision == 0 && len(kvs) == 0 {
+			return nil // already gone
+		}
+	}
+	return fmt.Errorf("store: delete group %s: too much contention on the account's usage: %w", g.ID, ErrConflict)
+}
+
+// groupDeleteOp removes a group's record, events and token, and its name
+// if the name still points at it.
+func (s *Store) groupDeleteOp(g *api.Group) clientv3.Op {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(s.groupKey(g.ID)),
 		clientv3.OpDelete(s.Key("events", g.ID)+"/", clientv3.WithPrefix()),
@@ -237,21 +274,7 @@ func (s *Store) DeleteGroup(ctx context.Context, g *api.Group) error {
 	if g.ClientToken != "" {
 		ops = append(ops, clientv3.OpDelete(s.tokenKey(g.AccountID, g.ClientToken)))
 	}
-	// Delete only the record the caller read: if it changed meanwhile (the
-	// scheduler placed the group, say), the caller must look again.
-	inner := clientv3.OpTxn(cmps, append(ops, nameOps...), ops)
-	txn := s.cli.Txn(ctx)
-	if g.Revision > 0 {
-		txn = txn.If(clientv3.Compare(clientv3.ModRevision(s.groupKey(g.ID)), "=", g.Revision))
-	}
-	resp, err := txn.Then(inner).Commit()
-	if err != nil {
-		return fmt.Errorf("store: delete group: %w", err)
-	}
-	if !resp.Succeeded {
-		return fmt.Errorf("group %s changed while being deleted: %w", g.ID, ErrConflict)
-	}
-	return nil
+	return clientv3.OpTxn(cmps, append(ops, nameOps...), ops)
 }
 
 // WatchGroups streams changes to groups after revision rev (0: from now).

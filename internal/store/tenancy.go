@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/skiffhq/skiff/api"
@@ -16,7 +15,8 @@ import (
 // Tenancy records, beside the accounts and keys of records.go:
 //
 //	quotas/<account>                       api.Quota JSON
-//	usage/<account>                        UsageRecord JSON (what the account holds)
+//	counters/<account>                     Usage JSON (what the account holds; usage.go)
+//	charges/<account>/<group>              UsageEntry JSON (one group's share; usage.go)
 //	ledger/<account>/<group>/<start-ns>    LedgerEntry JSON (closed billing intervals)
 //	exectokens/<token>                     ExecToken JSON (leased, short-lived)
 
@@ -146,157 +146,6 @@ func (s *Store) PutQuota(ctx context.Context, accountID string, q api.Quota) err
 		return fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
 	return nil
-}
-
-// UsageRecord is what an account holds: one entry per group that exists.
-// It is written in the same transaction as the group it charges, so a
-// group and its charge never exist one without the other at creation.
-// Entries of deleted groups are pruned lazily (see PruneUsage).
-type UsageRecord struct {
-	Groups map[string]UsageEntry `json:"groups"`
-}
-
-// UsageEntry is one group's share of an account's usage.
-type UsageEntry struct {
-	MilliCPU int64 `json:"milliCpu"`
-	Memory   int64 `json:"memory"`
-}
-
-// Totals sums the record.
-func (u *UsageRecord) Totals() (milliCPU, memory int64, groups int) {
-	for _, e := range u.Groups {
-		milliCPU += e.MilliCPU
-		memory += e.Memory
-	}
-	return milliCPU, memory, len(u.Groups)
-}
-
-func (s *Store) getUsage(ctx context.Context, accountID string) (*UsageRecord, int64, error) {
-	u := &UsageRecord{}
-	rev, err := s.getJSON(ctx, s.Key("usage", accountID), u)
-	if errors.Is(err, ErrNotFound) {
-		err = nil
-	}
-	if u.Groups == nil {
-		u.Groups = map[string]UsageEntry{}
-	}
-	return u, rev, err
-}
-
-// GetUsage reads an account's usage record.
-func (s *Store) GetUsage(ctx context.Context, accountID string) (*UsageRecord, error) {
-	u, _, err := s.getUsage(ctx, accountID)
-	return u, err
-}
-
-// CreateGroupCharged is CreateGroup that also charges the group to its
-// account's usage record, atomically: admit is called with the current
-// record and returns an error to refuse (over quota). Concurrent creates
-// of one account serialize on the record's revision, so a quota is never
-// over-admitted. A used client token returns the earlier group and
-// ErrTokenUsed without charging anything.
-func (s *Store) CreateGroupCharged(ctx context.Context, g *api.Group, e UsageEntry, admit func(u *UsageRecord) error) (*api.Group, error) {
-	b, err := json.Marshal(g)
-	if err != nil {
-		return nil, err
-	}
-	ukey := s.Key("usage", g.AccountID)
-	for attempt := 0; attempt < 100; attempt++ {
-		if g.ClientToken != "" {
-			if id, err := s.getString(ctx, s.tokenKey(g.AccountID, g.ClientToken)); err == nil {
-				if existing, err := s.GetGroup(ctx, id); err == nil {
-					return existing, fmt.Errorf("client token %q already used: %w", g.ClientToken, ErrTokenUsed)
-				}
-			}
-		}
-		u, rev, err := s.getUsage(ctx, g.AccountID)
-		if err != nil {
-			return nil, err
-		}
-		if err := admit(u); err != nil {
-			return nil, err
-		}
-		u.Groups[g.ID] = e
-		ub, _ := json.Marshal(u)
-		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(ukey), "=", rev),
-			clientv3.Compare(clientv3.CreateRevision(s.groupKey(g.ID)), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(s.nameKey(g.AccountID, g.Name)), "=", 0),
-		}
-		ops := []clientv3.Op{
-			clientv3.OpPut(ukey, string(ub)),
-			clientv3.OpPut(s.groupKey(g.ID), string(b)),
-			clientv3.OpPut(s.nameKey(g.AccountID, g.Name), g.ID),
-		}
-		if g.ClientToken != "" {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.tokenKey(g.AccountID, g.ClientToken)), "=", 0))
-			ops = append(ops, clientv3.OpPut(s.tokenKey(g.AccountID, g.ClientToken), g.ID))
-		}
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).
-			Else(clientv3.OpGet(ukey, clientv3.WithKeysOnly()), clientv3.OpGet(s.nameKey(g.AccountID, g.Name), clientv3.WithKeysOnly())).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("store: create group: %w", err)
-		}
-		if resp.Succeeded {
-			out := *g
-			out.Revision = resp.Header.Revision
-			return &out, nil
-		}
-		// Which condition failed? A moved usage record means a concurrent
-		// create or prune: read it again. Otherwise the name or token.
-		uk := resp.Responses[0].GetResponseRange().Kvs
-		if (len(uk) == 0 && rev != 0) || (len(uk) == 1 && uk[0].ModRevision != rev) {
-			continue
-		}
-		if len(resp.Responses[1].GetResponseRange().Kvs) > 0 {
-			return nil, fmt.Errorf("a group named %q already exists: %w", g.Name, ErrConflict)
-		}
-		// The token was taken between our check and the write: loop to
-		// return the group it names.
-	}
-	return nil, fmt.Errorf("store: create group: too much contention on the account's usage: %w", ErrConflict)
-}
-
-// PruneUsage drops the entries of groups that no longer exist and returns
-// the record as it is afterwards. Safe at any time: a group and its entry
-// are created together, so an entry without a group is a deleted group's.
-func (s *Store) PruneUsage(ctx context.Context, accountID string) (*UsageRecord, error) {
-	ukey := s.Key("usage", accountID)
-	for attempt := 0; attempt < 50; attempt++ {
-		u, rev, err := s.getUsage(ctx, accountID)
-		if err != nil || rev == 0 {
-			return u, err
-		}
-		resp, err := s.cli.Get(ctx, s.Key("groups")+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return nil, err
-		}
-		exists := make(map[string]bool, len(resp.Kvs))
-		prefix := s.Key("groups") + "/"
-		for _, kv := range resp.Kvs {
-			exists[strings.TrimPrefix(string(kv.Key), prefix)] = true
-		}
-		changed := false
-		for id := range u.Groups {
-			if !exists[id] {
-				delete(u.Groups, id)
-				changed = true
-			}
-		}
-		if !changed {
-			return u, nil
-		}
-		ub, _ := json.Marshal(u)
-		tx, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(ukey), "=", rev)).
-			Then(clientv3.OpPut(ukey, string(ub))).Commit()
-		if err != nil {
-			return nil, err
-		}
-		if tx.Succeeded {
-			return u, nil
-		}
-	}
-	return nil, fmt.Errorf("store: prune usage of %s: %w", accountID, ErrConflict)
 }
 
 // LedgerEntry is a closed billing interval of one group.

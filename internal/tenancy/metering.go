@@ -40,6 +40,9 @@ func interval(g *api.Group, deletedAt *time.Time) (start time.Time, end *time.Ti
 		return time.Time{}, nil, false
 	}
 	start = *g.ScheduledAt
+	if g.MeterFrom != nil && g.MeterFrom.After(start) {
+		start = *g.MeterFrom // an update changed the shape then
+	}
 	if g.Status.Terminal() && g.FinishedAt != nil {
 		e := *g.FinishedAt
 		end = &e

@@ -2,7 +2,6 @@ package tenancy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/skiffhq/skiff/api"
@@ -15,33 +14,31 @@ var ErrTokenUsed = store.ErrTokenUsed
 
 // CreateGroup writes a new group charged to its account, refusing it with
 // ErrQuota when it would take the account over its quota. The charge and
-// the group are one etcd transaction, serialized per account on the usage
-// record, so concurrent creates never over-admit.
+// the group are one etcd transaction, serialized per account on the
+// account's usage counters, so concurrent creates never over-admit.
 func (m *Manager) CreateGroup(ctx context.Context, g *api.Group) (*api.Group, error) {
 	q, err := m.store.GetQuota(ctx, g.AccountID)
 	if err != nil {
 		return nil, err
 	}
-	r := g.Spec.Requests()
-	entry := store.UsageEntry{MilliCPU: r.MilliCPU, Memory: r.Memory}
-	admit := func(u *store.UsageRecord) error { return checkQuota(g.AccountID, q, u, entry) }
-	out, err := m.store.CreateGroupCharged(ctx, g, entry, admit)
-	if errors.Is(err, errdefs.ErrQuota) {
-		// Deleted groups leave their entries behind: prune, then try once more.
-		if _, perr := m.store.PruneUsage(ctx, g.AccountID); perr != nil {
-			return nil, perr
-		}
-		out, err = m.store.CreateGroupCharged(ctx, g, entry, admit)
+	return m.store.CreateGroupCharged(ctx, g, chargeOf(&g.Spec), admitter(g.AccountID, q))
+}
+
+// chargeOf is what a group with spec s takes from its account's quota.
+func chargeOf(s *api.GroupSpec) store.UsageEntry {
+	r := s.Requests()
+	return store.UsageEntry{MilliCPU: r.MilliCPU, Memory: r.Memory}
+}
+
+// admitter checks one more group of charge e against an account's usage.
+func admitter(acct string, q api.Quota) func(u store.Usage, e store.UsageEntry) error {
+	return func(u store.Usage, e store.UsageEntry) error {
+		return checkTotals(acct, q, u.MilliCPU, u.Memory, u.Groups, e)
 	}
-	return out, err
 }
 
-func checkQuota(acct string, q api.Quota, u *store.UsageRecord, e store.UsageEntry) error {
-	cpu, mem, n := u.Totals()
-	return checkTotals(acct, q, cpu, mem, n, e)
-}
-
-// checkTotals is checkQuota on an account's summed usage.
+// checkTotals checks one more group of charge e against an account's summed
+// usage and its quota.
 func checkTotals(acct string, q api.Quota, cpu, mem int64, n int, e store.UsageEntry) error {
 	switch {
 	case q.Groups > 0 && n+1 > q.Groups:
@@ -62,12 +59,11 @@ func (m *Manager) Usage(ctx context.Context, accountID string) (*api.AccountUsag
 	if err != nil {
 		return nil, err
 	}
-	u, err := m.store.PruneUsage(ctx, accountID)
+	u, err := m.store.GetUsage(ctx, accountID)
 	if err != nil {
 		return nil, err
 	}
-	cpu, mem, n := u.Totals()
-	return &api.AccountUsage{AccountID: accountID, Quota: q, MilliCPU: cpu, Memory: mem, Groups: n}, nil
+	return &api.AccountUsage{AccountID: accountID, Quota: q, MilliCPU: u.MilliCPU, Memory: u.Memory, Groups: u.Groups}, nil
 }
 
 // CheckSpot validates a spec's spot fields against the price table: a

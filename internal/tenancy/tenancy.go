@@ -1,6 +1,8 @@
 // Package tenancy holds what makes skiff multi-tenant and billable:
-// accounts and their access keys, quotas admitted atomically against a
-// per-account usage record in etcd, per-second metering of vCPU-seconds
+// accounts and their access keys, quotas admitted atomically against
+// per-account usage counters in etcd (store/usage.go: counters plus one
+// charge key per group, written in the transactions that create, resize
+// and delete groups), per-second metering of vCPU-seconds
 // and GiB-seconds into a closed-interval ledger, the price table, and the
 // spot reclaim policy. It is logic over package store; the API fronts and
 // the controllers call into it and hold none of it themselves.
@@ -9,7 +11,9 @@
 // host (ScheduledAt: from then the host pulls images and builds the
 // sandbox, as ECI bills from when it starts pulling/creating) until it
 // ends: FinishedAt when it reaches a terminal status, or the moment its
-// delete was requested, whichever comes first. Intervals are whole
+// delete was requested, whichever comes first. An update that changes a
+// running group's shape closes its interval at the change (on a whole
+// second) and opens the next one there at the new rate (MeterFrom). Intervals are whole
 // seconds: the start rounds down and the end up to a second. An interval
 // still open is derived from the group record itself; a closed one is
 // written once to the ledger (keyed by group and start, so closing twice

@@ -13,7 +13,7 @@ import (
 	"github.com/skiffhq/skiff/internal/store"
 )
 
-func freeURL(t *testing.T) string {
+func freeURL(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func freeURL(t *testing.T) string {
 	return "http://" + l.Addr().String()
 }
 
-func newStore(t *testing.T) *store.Store {
+func newStore(t testing.TB) *store.Store {
 	t.Helper()
 	ctx := context.Background()
 	e, err := store.StartEmbedded(ctx, store.EmbeddedConfig{Dir: t.TempDir(), ClientURL: freeURL(t), PeerURL: freeURL(t)})

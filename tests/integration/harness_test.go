@@ -167,6 +167,7 @@ type server struct {
 	etcdEndpoints                        string // external etcd, when set
 	clientConfig                         string
 	token                                string
+	extra                                []string // more flags
 	p                                    *proc
 }
 
@@ -177,7 +178,7 @@ func (s *server) args() []string {
 	if s.etcdEndpoints != "" {
 		a = append(a, "--etcd-endpoints", s.etcdEndpoints)
 	}
-	return a
+	return append(a, s.extra...)
 }
 
 // agent is one `skiff agent`, standing for one host.
@@ -186,6 +187,7 @@ type agent struct {
 	labels                       map[string]string
 	cpu, memory                  string
 	serverAddr, token            string
+	extra                        []string // more flags (e.g. --pool-size)
 	p                            *proc
 }
 
@@ -204,13 +206,14 @@ func (a *agent) args() []string {
 	if a.memory != "" {
 		args = append(args, "--memory", a.memory)
 	}
-	return args
+	return append(args, a.extra...)
 }
 
 // agentSpec describes a host to start.
 type agentSpec struct {
 	name, zone, podCIDR, cpu, memory string
 	labels                           map[string]string
+	extra                            []string // more agent flags
 }
 
 // cluster is a server (or several) and its agents, run as subprocesses.
@@ -227,6 +230,8 @@ type cluster struct {
 // clusterOptions shapes a cluster.
 type clusterOptions struct {
 	agents []agentSpec
+	// serverArgs are more flags for the first server.
+	serverArgs []string
 }
 
 // threeHosts is the default fleet: three hosts in two zones with labels.
@@ -253,7 +258,9 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	cl.scope = scope{root: dir, cidr: podRange}
 	t.Cleanup(cl.cleanup)
 
-	s := cl.startServer("server-1", "")
+	// No forecast-driven warm pools unless a test asks (they would change
+	// the sandbox counts other tests check); later flags win.
+	s := cl.startServer("server-1", "", append([]string{"--pool-max-per-host", "0"}, opts.serverArgs...)...)
 	cl.cfg, err = client.LoadConfig(s.clientConfig)
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +280,7 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	return cl
 }
 
-func (cl *cluster) startServer(name, etcdEndpoints string) *server {
+func (cl *cluster) startServer(name, etcdEndpoints string, extra ...string) *server {
 	t := cl.t
 	t.Helper()
 	ports := freePorts(t, 4)
@@ -286,6 +293,7 @@ func (cl *cluster) startServer(name, etcdEndpoints string) *server {
 		etcdPeer:      fmt.Sprintf("http://127.0.0.1:%d", ports[3]),
 		etcdEndpoints: etcdEndpoints,
 		clientConfig:  filepath.Join(cl.dir, name+"-client.json"),
+		extra:         extra,
 	}
 	cl.servers = append(cl.servers, s)
 	cl.runServer(s)
@@ -316,7 +324,7 @@ func (cl *cluster) startAgent(as agentSpec) *agent {
 	t.Helper()
 	s := cl.servers[0]
 	a := &agent{name: as.name, dataDir: filepath.Join(cl.dir, as.name), zone: as.zone, podCIDR: as.podCIDR,
-		labels: as.labels, cpu: as.cpu, memory: as.memory, serverAddr: s.agentAddr, token: s.token}
+		labels: as.labels, cpu: as.cpu, memory: as.memory, serverAddr: s.agentAddr, token: s.token, extra: as.extra}
 	p := cgroupParentOf(a.dataDir)
 	registerCgroupParent(p)
 	cl.scope.parents = append(cl.scope.parents, p)

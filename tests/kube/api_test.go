@@ -169,6 +169,64 @@ func TestAttach(t *testing.T) {
 	}
 }
 
+// TestAttachInput: kubectl attach -i reaches the stdin of a container
+// started with stdin: true, and -t gives it a terminal whose size follows
+// kubectl's.
+func TestAttachInput(t *testing.T) {
+	ns := namespace(t)
+	runPod(t, ns, "echoer", "    stdin: true\n", "while read l; do echo got-$l; done")
+	ctx := ctxT(t, 40*time.Second)
+	cmd := exec.CommandContext(ctx, filepath.Join(e.tools, "kubectl"), "--kubeconfig", e.kubeconfig, "-n", ns, "attach", "-i", "echoer", "-c", "c")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	// Lines sent before the stream is up may be lost to nobody; keep
+	// sending until one comes back.
+	n := 0
+	if err := poll(30*time.Second, func() (bool, error) {
+		n++
+		fmt.Fprintf(in, "line%d\n", n)
+		return regexp.MustCompile(`got-line\d+`).MatchString(out.String()), nil
+	}); err != nil {
+		t.Fatalf("attach -i: no echo of the input: %q", out.String())
+	}
+
+	// A TTY container: a shell on a terminal, resized to kubectl's.
+	runPod(t, ns, "term", "    stdin: true\n    tty: true\n", "exec sh")
+	tcmd := exec.Command(filepath.Join(e.tools, "kubectl"), "--kubeconfig", e.kubeconfig, "-n", ns, "attach", "-it", "term", "-c", "c")
+	f, err := pty.StartWithSize(tcmd, &pty.Winsize{Rows: 33, Cols: 121})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tcmd.Process.Kill(); _ = tcmd.Wait(); f.Close() }()
+	var buf lockedBuffer
+	go func() { _, _ = io.Copy(&buf, f) }()
+	if err := poll(30*time.Second, func() (bool, error) {
+		fmt.Fprintf(f, "echo size-$(stty size | tr ' ' x)\n")
+		time.Sleep(300 * time.Millisecond)
+		return strings.Contains(buf.String(), "size-33x121"), nil
+	}); err != nil {
+		t.Fatalf("attach -it: terminal size not seen: %q", buf.String())
+	}
+	if err := pty.Setsize(f, &pty.Winsize{Rows: 40, Cols: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(20*time.Second, func() (bool, error) {
+		fmt.Fprintf(f, "echo size-$(stty size | tr ' ' x)\n")
+		time.Sleep(300 * time.Millisecond)
+		return strings.Contains(buf.String(), "size-40x100"), nil
+	}); err != nil {
+		t.Fatalf("attach -it: resize not seen: %q", buf.String())
+	}
+}
+
 func TestPortForward(t *testing.T) {
 	ns := namespace(t)
 	runPod(t, ns, "web", "    ports: [{containerPort: 8080}]\n",

@@ -312,6 +312,7 @@ type env struct {
 	skiffBin   string
 	hostIP     string
 	apiURL     string
+	etcdURLs   map[string]string // "kube", "skiff" → client URL (the benchmark reads their metrics)
 	kubeconfig string
 	etcd       *store.Embedded
 	apiserver  *proc
@@ -391,6 +392,10 @@ func (e *env) start(ctx context.Context) error {
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--enable-aggregator-routing=true",
 		"--allow-privileged=true",
+		// Burst flags, as an operator sets them for a node that takes
+		// hundreds of pods at once (see internal/kubelet/README.md): room
+		// for the requests in flight a burst makes, and no fair-queuing
+		// seats that would hold the kubelet's status writes back.
 		"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
 		"--enable-priority-and-fairness=false",
 		"--endpoint-reconciler-type=none",
@@ -415,6 +420,8 @@ func (e *env) start(ctx context.Context) error {
 		"--leader-elect=false", "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[3]),
 		"--root-ca-file="+p.path("ca.crt"), "--service-account-private-key-file="+p.path("sa.key"),
 		"--use-service-account-credentials=false",
+		// The controller-manager's client defaults to 20 QPS / 30 burst: a
+		// ReplicaSet of 500 would take 25 s just to create its pods.
 		"--kube-api-qps=1000", "--kube-api-burst=2000",
 		"--concurrent-replicaset-syncs=10", "--concurrent-deployment-syncs=10",
 		"--controllers=*",
@@ -422,6 +429,8 @@ func (e *env) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The scheduler's client defaults to 50 QPS / 100 burst, one binding
+	// per pod: raised likewise.
 	schedCfg := filepath.Join(e.dir, "scheduler.yaml")
 	if err := os.WriteFile(schedCfg, []byte(fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -439,15 +448,20 @@ parallelism: 16
 	}
 
 	// skiff, all in one.
+	e.etcdURLs = map[string]string{"kube": etcdClient, "skiff": fmt.Sprintf("http://127.0.0.1:%d", ports[7])}
 	e.skiffDir = filepath.Join(e.dir, "skiff")
 	e.skiffCfg = filepath.Join(e.dir, "skiff-client.json")
 	e.skiff, err = startProc("skiff-up", filepath.Join(logs, "skiff-up.log"), []string{"SKIFF_CONFIG=" + e.skiffCfg}, e.skiffBin,
 		"up", "--data-dir", e.skiffDir, "--listen", fmt.Sprintf("127.0.0.1:%d", ports[5]),
 		"--agent-listen", fmt.Sprintf("127.0.0.1:%d", ports[6]),
-		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", ports[7]), "--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", mustPort()),
+		"--etcd-client-url", e.etcdURLs["skiff"], "--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", mustPort()),
 		"--cluster-cidr", podCIDR, "--name", "kube-host",
 		// Declared capacity for the 500-pod benchmark: its pods sleep.
-		"--cpu", "256", "--memory", "256Gi")
+		"--cpu", "256", "--memory", "256Gi",
+		// The forecast-driven warm pool only for the benchmark (its native
+		// peer, skiff bench burst, runs as an operator would run it); the
+		// scenarios need none.
+		"--pool-max-per-host", poolMax())
 	if err != nil {
 		return err
 	}
@@ -514,7 +528,8 @@ func (e *env) startKubelet() error {
 			"--requestheader-client-ca-file", filepath.Join(e.dir, "pki", "ca.crt"),
 			"--serve-metrics-api",
 			"--pod-apiserver", "https://"+net.JoinHostPort(e.hostIP, apiPort),
-			"--workers", "64")
+			"--workers", "256", "--kube-api-qps", "1000", "--kube-api-burst", "2000",
+			"--pprof", os.Getenv("SKIFF_KUBE_KUBELET_PPROF"))
 		if err != nil {
 			return err
 		}
@@ -544,7 +559,7 @@ func (e *env) stop() {
 		})
 		cancel()
 	}
-	e.skiff.stop(20 * time.Second)
+	e.skiff.stop(60 * time.Second) // the agent drains its warm pool on the way out
 	e.scheduler.stop(5 * time.Second)
 	e.kcm.stop(5 * time.Second)
 	e.apiserver.stop(10 * time.Second)
@@ -552,8 +567,19 @@ func (e *env) stop() {
 		e.etcd.Close()
 	}
 	// The agent keeps its (empty) cgroup parent on purpose; this host is
-	// gone for good.
+	// gone for good. A pool the agent could not drain in time (a loaded
+	// machine) goes with it: its pin namespace, then its empty cgroups.
+	_ = syscall.Unmount(filepath.Join(e.skiffDir, "agent", "sandboxes", "pinns"), syscall.MNT_DETACH)
 	removeCgroupParent(filepath.Join(e.skiffDir, "agent"))
+}
+
+// poolMax is skiff up's --pool-max-per-host: 0 (no forecast-driven warm
+// pool) but for the benchmark.
+func poolMax() string {
+	if os.Getenv("SKIFF_KUBE_BENCH") != "" {
+		return "128"
+	}
+	return "0"
 }
 
 func removeCgroupParent(dataDir string) {
@@ -566,6 +592,11 @@ func removeCgroupParent(dataDir string) {
 	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
 	dirs2, _ := filepath.Glob("/sys/fs/cgroup/" + parent)
 	for _, d := range append(dirs, dirs2...) {
+		// Prepared (warm pool) sandboxes left behind have no processes.
+		prepared, _ := filepath.Glob(filepath.Join(d, "_p*"))
+		for _, p := range prepared {
+			_ = os.Remove(p)
+		}
 		_ = os.Remove(d)
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +39,7 @@ func BenchmarkCreateStart(b *testing.B) {
 	}()
 	ctx := context.Background()
 	ids := make([]string, 0, b.N)
+	cpu0 := childrenCPU()
 	b.ResetTimer()
 	for i := range b.N {
 		id := fmt.Sprintf("b%d", i)
@@ -54,6 +57,16 @@ func BenchmarkCreateStart(b *testing.B) {
 			b.Error(err)
 		}
 	}
+	// The workloads (sleep) are reaped by now; their CPU time is almost
+	// all the init stage's, before exec.
+	b.ReportMetric(float64(childrenCPU()-cpu0)/float64(b.N), "child-cpu-ns/op")
+}
+
+// childrenCPU is the user+sys time of this process's reaped children.
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkIdleGroupHostMemory starts N idle groups (busybox sleep; N from
@@ -177,4 +190,152 @@ func memAvailable() int64 {
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
+}
+
+// BenchmarkCreateStartPool compares one group's CreateSandbox +
+// StartContainer (sleep) from the warm pool with the cold path, in one
+// runtime. Preparing the pool and removing the groups are outside the
+// timer.
+func BenchmarkCreateStartPool(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("privileged: needs root")
+	}
+	rootfs := sandboxtest.BusyboxRootfs(b)
+	parent := fmt.Sprintf("skiff-poolbench-%d", os.Getpid())
+	rt, err := linux.New(linux.Config{StateDir: b.TempDir(), CgroupParent: parent})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		rt.Close()
+		for _, c := range []string{"cpu", "cpuacct", "memory", "pids", ""} {
+			_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, parent))
+		}
+	}()
+	ctx := context.Background()
+	class := sandbox.PoolClass{Name: "small", MilliCPU: 500, Memory: 128 << 20}
+	seq := 0
+	run := func(b *testing.B, pooled bool) {
+		if pooled {
+			for range b.N {
+				if err := rt.PrepareSandbox(ctx, class); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		ids := make([]string, 0, b.N)
+		var create time.Duration
+		cpu0 := selfCPU()
+		b.ResetTimer()
+		for range b.N {
+			seq++
+			id := fmt.Sprintf("g%d", seq)
+			cfg := sandbox.SandboxConfig{ID: id, MilliCPU: class.MilliCPU, Memory: class.Memory}
+			if pooled {
+				cfg.PoolClass = class.Name
+			}
+			t0 := time.Now()
+			info, err := rt.CreateSandbox(ctx, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			create += time.Since(t0)
+			if info.FromPool != pooled {
+				b.Fatalf("FromPool = %v", info.FromPool)
+			}
+			if _, err := rt.StartContainer(ctx, id, sandbox.ContainerConfig{Name: "c", RootfsLayers: rootfs, Args: []string{"sleep", "1000"}}); err != nil {
+				b.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		b.StopTimer()
+		// CPU time is less disturbed by a busy machine than wall time.
+		b.ReportMetric(float64((selfCPU()-cpu0).Nanoseconds())/float64(b.N), "runtime-cpu-ns/op")
+		b.ReportMetric(float64(create.Nanoseconds())/float64(b.N), "create-ns/op")
+		for _, id := range ids {
+			if err := rt.RemoveSandbox(ctx, id); err != nil {
+				b.Error(err)
+			}
+		}
+	}
+	b.Run("cold", func(b *testing.B) { run(b, false) })
+	b.Run("pool", func(b *testing.B) { run(b, true) })
+}
+
+// selfCPU is the user+sys time of this process (the runtime).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkStartWithIdleSandboxes measures StartContainer (sleep) with
+// SKIFF_BENCH_IDLE (default 1000) idle sandboxes on the host, and reports
+// the cost of a host `unshare -m true` next to it: a start clones a mount
+// namespace, which copies the host's mount table, so any per-sandbox
+// mount in the host namespace makes every start slower.
+func BenchmarkStartWithIdleSandboxes(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("privileged: needs root")
+	}
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("SKIFF_BENCH_IDLE")); err == nil && v >= 0 {
+		n = v
+	}
+	rootfs := sandboxtest.BusyboxRootfs(b)
+	parent := fmt.Sprintf("skiff-idlebench-%d", os.Getpid())
+	rt, err := linux.New(linux.Config{StateDir: b.TempDir(), CgroupParent: parent})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	ids := []string{"probe"}
+	defer func() {
+		for _, id := range ids {
+			if err := rt.RemoveSandbox(ctx, id); err != nil {
+				b.Error(err)
+			}
+		}
+		rt.Close()
+		for _, c := range []string{"cpu", "cpuacct", "memory", "pids", ""} {
+			_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, parent))
+		}
+	}()
+	for i := range n {
+		id := fmt.Sprintf("idle%d", i)
+		if _, err := rt.CreateSandbox(ctx, sandbox.SandboxConfig{ID: id}); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if _, err := rt.CreateSandbox(ctx, sandbox.SandboxConfig{ID: "probe"}); err != nil {
+		b.Fatal(err)
+	}
+	mounts := strings.Count(readFile("/proc/self/mountinfo"), "\n")
+	unshare := func() time.Duration {
+		best := time.Duration(1 << 62)
+		for range 5 {
+			t0 := time.Now()
+			if err := exec.Command("unshare", "-m", "true").Run(); err != nil {
+				b.Skipf("unshare: %v", err)
+			}
+			best = min(best, time.Since(t0))
+		}
+		return best
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		name := fmt.Sprintf("c%d", i)
+		if _, err := rt.StartContainer(ctx, "probe", sandbox.ContainerConfig{Name: name, RootfsLayers: rootfs, Args: []string{"sleep", "1000"}}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := rt.StopContainer(ctx, "probe", name, 0); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(unshare().Nanoseconds()), "unshare-m-ns")
+	b.ReportMetric(float64(mounts), "host-mounts")
 }

@@ -204,6 +204,49 @@ func (cg *cgroups) setLimits(rel string, milliCPU, memory, pids int64) error {
 	return nil
 }
 
+// rewriteLimits sets all three limits of rel, 0 meaning none (which
+// setLimits leaves alone): a prepared sandbox claimed by a group of
+// another shape.
+func (cg *cgroups) rewriteLimits(rel string, milliCPU, memory, pids int64) error {
+	if err := cg.setLimits(rel, milliCPU, memory, pids); err != nil {
+		return err
+	}
+	full := filepath.Join(cg.parent, rel)
+	var writes [][2]string
+	if cg.v2 {
+		d := filepath.Join(cg.root, full)
+		if milliCPU == 0 {
+			writes = append(writes, [2]string{filepath.Join(d, "cpu.max"), "max"}, [2]string{filepath.Join(d, "cpu.weight"), "100"})
+		}
+		if memory == 0 {
+			writes = append(writes, [2]string{filepath.Join(d, "memory.max"), "max"}, [2]string{filepath.Join(d, "memory.swap.max"), "max"})
+		}
+		if pids == 0 {
+			writes = append(writes, [2]string{filepath.Join(d, "pids.max"), "max"})
+		}
+	} else {
+		if milliCPU == 0 {
+			d := filepath.Join(cg.cpu, full)
+			writes = append(writes, [2]string{filepath.Join(d, "cpu.cfs_quota_us"), "-1"}, [2]string{filepath.Join(d, "cpu.shares"), "1024"})
+		}
+		if memory == 0 {
+			writes = append(writes, [2]string{filepath.Join(cg.memory, full, "memory.limit_in_bytes"), "-1"})
+		}
+		if pids == 0 {
+			writes = append(writes, [2]string{filepath.Join(cg.pids, full, "pids.max"), "max"})
+		}
+	}
+	for _, w := range writes {
+		if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
+			if errors.Is(err, os.ErrNotExist) && strings.HasSuffix(w[0], "swap.max") {
+				continue // no swap accounting
+			}
+			return fmt.Errorf("cgroup limit %s: %w", w[0], err)
+		}
+	}
+	return nil
+}
+
 func cfsQuota(milliCPU int64) int64 { return max(milliCPU*cfsPeriod/1000, 1000) }
 func shares(milliCPU int64) int64   { return max(milliCPU*1024/1000, 2) }
 func weight(milliCPU int64) int64 {

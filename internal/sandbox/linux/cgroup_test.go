@@ -121,3 +121,37 @@ func TestCgroupDetection(t *testing.T) {
 		}
 	}
 }
+
+// TestCgroupRewriteLimitsV2: a claimed prepared sandbox gets the group's
+// limits, 0 meaning none.
+func TestCgroupRewriteLimitsV2(t *testing.T) {
+	root := fakeUnified(t)
+	for _, rel := range []string{"skiff", "skiff/_p1"} {
+		if err := os.MkdirAll(filepath.Join(root, rel), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, rel, "cgroup.controllers"), []byte("cpu memory pids\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cg, err := newCgroups(root, "skiff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cg.create("_p1", 500, 64<<20, 4096, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := cg.rewriteLimits("_p1", 0, 128<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]string{
+		"skiff/_p1/cpu.max":    "max",
+		"skiff/_p1/cpu.weight": "100",
+		"skiff/_p1/memory.max": "134217728",
+		"skiff/_p1/pids.max":   "max",
+	} {
+		if got := readTrim(t, filepath.Join(root, f)); got != want {
+			t.Errorf("%s = %q, want %q", f, got, want)
+		}
+	}
+}

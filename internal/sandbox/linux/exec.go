@@ -43,7 +43,7 @@ func (r *Runtime) Exec(ctx context.Context, sandboxID, name string, cfg sandbox.
 	cmd.Args = append([]string{"skiff-nsenter"}, cfg.Args...)
 	cmd.Env = append(mergeEnv(st.Env, cfg.Env),
 		nsenterEnv+"="+strconv.Itoa(pid),
-		"_SKIFF_NSENTER_CGROUPS="+strings.Join(r.cg.selfJoinFiles(cgroupRel(sandboxID, name)), ":"),
+		"_SKIFF_NSENTER_CGROUPS="+strings.Join(r.cg.selfJoinFiles(cgroupRel(c.sb.key, name)), ":"),
 		"_SKIFF_NSENTER_UID="+strconv.FormatUint(uint64(st.UID), 10),
 		"_SKIFF_NSENTER_GID="+strconv.FormatUint(uint64(st.GID), 10),
 		// The same lockdown as the workload's (lockdown.c).

@@ -11,6 +11,7 @@
 
 #define _GNU_SOURCE
 #include "lockdown.h"
+#include "rootfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,15 +37,15 @@
 
 extern char **environ;
 
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...) {
 	int e = errno;
+	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(err, errlen, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	if (n >= 0 && (size_t)n < errlen)
-		snprintf(err + n, errlen - n, ": %s", strerror(e));
-	return -1;
+	return skiff_errorf(err, errlen, e, "%s", msg);
 }
 
 static int unhex(char c) {
@@ -129,7 +131,7 @@ static void report(const char *msg) {
 	char out[1200];
 	size_t o = 0;
 	o += snprintf(out, sizeof out, "{\"Error\":\"");
-	for (const char *p = msg; *p && o < sizeof out - 8; p++) {
+	for (const char *p = msg; *p && o < sizeof out - 16; p++) {
 		unsigned char c = (unsigned char)*p;
 		if (c == '"' || c == '\\') {
 			out[o++] = '\\';
@@ -147,76 +149,31 @@ static void report(const char *msg) {
 	_exit(1);
 }
 
-// The init stage, parent half. The runtime starts this binary with
-// _SKIFF_SANDBOX_INIT set, in new pid and mount namespaces, with
+// The init stage. The runtime starts this binary with _SKIFF_SANDBOX_INIT
+// set, in new pid and mount namespaces, with
 //
 //     fd 3        the socketpair to the runtime
 //     _SKIFF_NSFDS  fds of the group's namespaces to join (net, ipc, uts)
 //     _SKIFF_USERNS_FD  the group's user namespace (absent: none)
-//     fd 4 in the child: the spec pipe
 //     _SKIFF_CAPS, _SKIFF_SECCOMP  what skiff_lockdown applies
 //     _SKIFF_CGROUP_FDS  v1 "tasks" files of its cgroups, to join itself
 //
-// This constructor joins the group's namespaces and forks. The child goes
-// on into the Go runtime (linux.Init, init.go), builds the container's
-// mount tree, pivots into it (which moves our root too: same mount
-// namespace) and sends us the exec spec on a pipe. We stay single-threaded
-// C and become the workload: join our cgroups (v1; on v2 the runtime
-// moves us), report ready, wait for "go", enter a cgroup namespace, lock
-// down and exec.
-// The workload is thus pid 1 and the runtime's own child, and no second
-// exec of this binary is needed (its ELF interpreter is not in the
+// This constructor does all of it, before any Go runtime starts, and never
+// returns: it joins the group's namespaces, reads the container's config
+// from the socket (rootfs.h), builds the mount tree and pivots into it,
+// resolves the program (rootfs.c), joins its cgroups (v1; on v2 the
+// runtime moves it), reports ready, waits for "go", enters a cgroup
+// namespace, locks down and execs. The workload is thus pid 1 and the
+// runtime's own child, and a start is this one process: no helper, no
+// second exec of this binary (its ELF interpreter is not in the
 // container's root anyway).
-static size_t read_all(int fd, char **out) {
-	size_t len = 0, cap = 4096;
-	char *buf = malloc(cap);
-	for (;;) {
-		if (len == cap) {
-			cap *= 2;
-			buf = realloc(buf, cap);
-		}
-		ssize_t n = read(fd, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += n;
-	}
-	*out = buf;
-	return len;
-}
-
-// next returns the NUL-terminated string at *p in [*p, end), or NULL.
-static char *next(char **p, char *end) {
-	char *s = *p;
-	char *z = s < end ? memchr(s, 0, end - s) : NULL;
-	if (z == NULL)
-		return NULL;
-	*p = z + 1;
-	return s;
-}
-
-static char **next_list(char **p, char *end) {
-	char *ns = next(p, end);
-	if (ns == NULL)
-		return NULL;
-	long n = strtol(ns, NULL, 10);
-	if (n < 0 || n > 1 << 20)
-		return NULL;
-	char **v = calloc(n + 1, sizeof *v);
-	for (long i = 0; i < n; i++)
-		if ((v[i] = next(p, end)) == NULL)
-			return NULL;
-	return v;
-}
-
 __attribute__((constructor)) static void skiff_init_stage(void) {
 	if (getenv("_SKIFF_SANDBOX_INIT") == NULL)
 		return;
 	char *nsfds = take("_SKIFF_NSFDS"), *userns = take("_SKIFF_USERNS_FD");
 	char *caps = take("_SKIFF_CAPS"), *filter = take("_SKIFF_SECCOMP");
 	char *cgfds = take("_SKIFF_CGROUP_FDS");
-	char err[512];
+	char err[1024];
 	if (nsfds != NULL) {
 		char *save = NULL;
 		for (char *f = strtok_r(nsfds, ",", &save); f != NULL; f = strtok_r(NULL, ",", &save)) {
@@ -228,39 +185,21 @@ __attribute__((constructor)) static void skiff_init_stage(void) {
 			close(fd);
 		}
 	}
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		fail(err, sizeof err, "pipe");
+	struct skiff_config cfg;
+	if (skiff_config_recv(3, &cfg, err, sizeof err) < 0)
 		report(err);
-	}
-	pid_t child = fork();
-	if (child < 0) {
-		fail(err, sizeof err, "fork init helper");
+	int userns_fd = userns ? atoi(userns) : -1;
+	// The mount tree is made as Go made it, with umask 022; the workload
+	// gets the runtime's umask, as before.
+	mode_t umask_was = umask(022);
+	if (skiff_rootfs(&cfg, userns_fd, err, sizeof err) < 0)
 		report(err);
-	}
-	if (child == 0) {
-		// The Go runtime reads the environment the kernel gave us, not
-		// libc's: the spec pipe goes to a fixed fd (4: free again).
-		close(p[0]);
-		if (dup2(p[1], 4) < 0)
-			_exit(1);
-		return; // on into the Go runtime: linux.Init
-	}
-	close(p[1]);
-	char *spec;
-	size_t len = read_all(p[0], &spec);
-	close(p[0]);
-	int st;
-	while (waitpid(child, &st, 0) < 0 && errno == EINTR) {
-	}
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		_exit(1); // the helper reported why, or died (the runtime sees EOF)
-	// prog, cwd, uid, gid, argc, argv..., envc, env...
-	char *q = spec, *end = spec + len;
-	char *prog = next(&q, end), *cwd = next(&q, end), *uid = next(&q, end), *gid = next(&q, end);
-	char **argv = next_list(&q, end), **envp = next_list(&q, end);
-	if (prog == NULL || cwd == NULL || uid == NULL || gid == NULL || argv == NULL || envp == NULL || argv[0] == NULL)
-		report("init stage: bad exec spec");
+	// Now, as root and before the runtime commits cgroups to us, so
+	// that a missing binary is reported as such.
+	char *prog;
+	if (skiff_lookpath(cfg.argv[0], cfg.envp, &prog, err, sizeof err) < 0)
+		report(err);
+	umask(umask_was);
 	// Join our cgroups (v1 tasks files, opened by the runtime): "0" moves
 	// just this thread, which is cheap (see cgroups.selfJoinFiles).
 	if (cgfds != NULL && *cgfds) {
@@ -316,12 +255,11 @@ __attribute__((constructor)) static void skiff_init_stage(void) {
 		report(err);
 	}
 	fcntl(3, F_SETFD, FD_CLOEXEC); // EOF on exec tells the runtime we run
-	if (skiff_lockdown(userns ? atoi(userns) : -1, (uid_t)strtoul(uid, NULL, 10), (gid_t)strtoul(gid, NULL, 10),
-	                   caps ? strtoull(caps, NULL, 16) : 0, filter, *cwd ? cwd : "/", err, sizeof err) < 0)
+	if (skiff_lockdown(userns_fd, cfg.uid, cfg.gid, caps ? strtoull(caps, NULL, 16) : 0, filter,
+	                   *cfg.cwd ? cfg.cwd : "/", err, sizeof err) < 0)
 		report(err);
-	execve(prog, argv, envp);
-	int e = errno;
-	snprintf(err, sizeof err, "exec \"%s\": %s", argv[0], strerror(e));
+	execve(prog, cfg.argv, cfg.envp);
+	skiff_errorf(err, sizeof err, errno, "exec \"%.256s\"", cfg.argv[0]);
 	report(err);
 }
 

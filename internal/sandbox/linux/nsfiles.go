@@ -3,64 +3,86 @@ package linux
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 
 	"golang.org/x/sys/unix"
 )
 
 // groupNamespaces are the namespaces a sandbox's containers share. Each is
-// kept alive, with no process in it, by a bind mount of its nsfs file.
+// kept alive, with no process in it, by a pin (see pinns.go).
 var groupNamespaces = []struct {
 	name string
 	flag int
 }{{"net", unix.CLONE_NEWNET}, {"ipc", unix.CLONE_NEWIPC}, {"uts", unix.CLONE_NEWUTS}}
 
-// createNamespaces makes new net, ipc and uts namespaces, pins them at
-// dir/{net,ipc,uts}, sets the hostname and brings loopback up.
+// createNamespaces makes new net, ipc and uts namespaces, sets the
+// hostname, brings loopback up and returns open fds of the three (in the
+// order of groupNamespaces), for the caller to pin and close.
 //
-// It unshares on a goroutine locked to its OS thread and lets that
-// goroutine exit still locked: the Go runtime then ends the thread, so no
-// other goroutine ever runs in the new namespaces and nothing needs
-// restoring (which could fail half-way).
-func createNamespaces(dir, hostname string) error {
-	for _, ns := range groupNamespaces {
-		f, err := os.OpenFile(filepath.Join(dir, ns.name), os.O_CREATE|os.O_RDONLY|os.O_EXCL, 0o444)
-		if err != nil {
-			return fmt.Errorf("namespace file: %w", err)
-		}
-		f.Close()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked, see above
-		errc <- inNewNamespaces(dir, hostname)
-	}()
-	return <-errc
+// It unshares on a throwaway thread (onThrowawayThread): no other
+// goroutine ever runs in the new namespaces and nothing needs restoring
+// (which could fail half-way).
+func createNamespaces(hostname string) ([]nsFD, error) {
+	var fds []nsFD
+	var err error
+	onThrowawayThread(func() { fds, err = inNewNamespaces(hostname) })
+	return fds, err
 }
 
-func inNewNamespaces(dir, hostname string) error {
+// onThrowawayThread runs fn on an OS thread of its own that ends with fn:
+// fn may leave it in other namespaces (or with its own root), and no
+// goroutine ever runs there after it. The main thread is never used: it
+// cannot end (Go parks it forever instead), and /proc/self is the main
+// thread's view — its mount table, its network namespace.
+func onThrowawayThread(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked on the way out of fn
+		if unix.Gettid() == unix.Getpid() {
+			// Our lock keeps every other goroutine off this thread.
+			onThrowawayThread(fn)
+			runtime.UnlockOSThread()
+			close(done)
+			return
+		}
+		fn()
+		close(done)
+	}()
+	<-done
+}
+
+func inNewNamespaces(hostname string) ([]nsFD, error) {
 	if err := unix.Unshare(unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS); err != nil {
-		return fmt.Errorf("unshare: %w", err)
+		return nil, fmt.Errorf("unshare: %w", err)
 	}
 	if err := unix.Sethostname([]byte(hostname)); err != nil {
-		return fmt.Errorf("sethostname: %w", err)
+		return nil, fmt.Errorf("sethostname: %w", err)
 	}
 	if err := loopbackUp(); err != nil {
-		return err
+		return nil, err
 	}
 	// Every port may be bound by any user, as Docker does: a container's
 	// root has NET_BIND_SERVICE only in its own user namespace, which does
 	// not own this network namespace. /proc/sys/net is this thread's.
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
-		return fmt.Errorf("unprivileged ports: %w", err)
+		return nil, fmt.Errorf("unprivileged ports: %w", err)
 	}
+	var fds []nsFD
 	for _, ns := range groupNamespaces {
-		if err := unix.Mount("/proc/thread-self/ns/"+ns.name, filepath.Join(dir, ns.name), "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("pin %s namespace: %w", ns.name, err)
+		fd, err := unix.Open("/proc/thread-self/ns/"+ns.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			closeNSFDs(fds)
+			return nil, fmt.Errorf("open %s namespace: %w", ns.name, err)
 		}
+		fds = append(fds, nsFD{ns.name, fd})
 	}
-	return nil
+	return fds, nil
+}
+
+func closeNSFDs(fds []nsFD) {
+	for _, f := range fds {
+		unix.Close(f.fd)
+	}
 }
 
 func loopbackUp() error {
@@ -83,17 +105,16 @@ func loopbackUp() error {
 	return nil
 }
 
-// inNetns runs fn on a throwaway OS thread inside the network namespace
-// pinned at path (same thread discipline as createNamespaces).
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with us
-		if err := setnsPath(path, unix.CLONE_NEWNET); err != nil {
-			errc <- err
+// inNS runs fn on a throwaway OS thread inside the namespace of fd (of
+// type typ; same thread discipline as createNamespaces).
+func inNS(fd, typ int, fn func() error) error {
+	var err error
+	onThrowawayThread(func() {
+		if err = unix.Setns(fd, typ); err != nil {
+			err = fmt.Errorf("join namespace: %w", err)
 			return
 		}
-		errc <- fn()
-	}()
-	return <-errc
+		err = fn()
+	})
+	return err
 }

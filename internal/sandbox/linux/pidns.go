@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -28,7 +27,7 @@ func (r *Runtime) startPause(sb *sbox) error {
 	if err := os.Mkdir(root, 0o555); err != nil && !os.IsExist(err) {
 		return fmt.Errorf("pause: %w", err)
 	}
-	rel := cgroupRel(sb.id, pauseName)
+	rel := cgroupRel(sb.key, pauseName)
 	if err := r.cg.create(rel, 0, 0, 0, false); err != nil {
 		return err
 	}
@@ -102,14 +101,13 @@ func openPause(st *sandboxState) (int, error) {
 // inPidNS runs fn on a throwaway OS thread whose children are born in the
 // pid namespace of pidfd (setns(CLONE_NEWPID) changes only that).
 func inPidNS(pidfd int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with us
-		if err := unix.Setns(pidfd, unix.CLONE_NEWPID); err != nil {
-			errc <- fmt.Errorf("join the shared pid namespace: %w", err)
+	var err error
+	onThrowawayThread(func() {
+		if err = unix.Setns(pidfd, unix.CLONE_NEWPID); err != nil {
+			err = fmt.Errorf("join the shared pid namespace: %w", err)
 			return
 		}
-		errc <- fn()
-	}()
-	return <-errc
+		err = fn()
+	})
+	return err
 }

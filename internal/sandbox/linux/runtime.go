@@ -23,9 +23,13 @@ import (
 // Network attaches a sandbox's network namespace to the host's pod network.
 // internal/network implements it.
 type Network interface {
-	// Attach wires the namespace pinned at netnsPath and returns the
-	// sandbox's IP. It is called once per sandbox, after the namespace
-	// exists with loopback up.
+	// Attach wires the network namespace that netnsPath opens and returns
+	// the sandbox's IP. It is called once per sandbox, after the namespace
+	// exists with loopback up. netnsPath is a /proc/self/fd/N path, valid
+	// during the call only (the namespace is pinned where the host cannot
+	// see it). sandboxID is the runtime's key for the sandbox: the group's
+	// ID, or the pool key of a prepared sandbox, which stays its key once a
+	// group claims it. Detach and Publish get the same key.
 	Attach(ctx context.Context, sandboxID, netnsPath string) (ip string, err error)
 	// Detach undoes Attach. Detaching an unknown sandbox is not an error.
 	Detach(ctx context.Context, sandboxID string) error
@@ -87,8 +91,15 @@ type Runtime struct {
 	devnull *os.File
 	log     *slog.Logger
 
+	pins *pins
+	// busy counts group work in flight (create, start, remove), which
+	// PrepareSandbox lets go first.
+	busy atomic.Int64
+
 	mu        sync.Mutex
-	sandboxes map[string]*sbox
+	sandboxes map[string]*sbox   // by group ID
+	pool      map[string][]*sbox // prepared, by class
+	doomed    []*sbox            // drained, whose removal failed
 
 	tickStop chan struct{}
 	tickDone chan struct{}
@@ -96,8 +107,12 @@ type Runtime struct {
 }
 
 type sbox struct {
-	id  string
+	id  string // the group's ID; "" while prepared
+	key string // names its resources (see state.go); never changes
 	dir string
+	// legacyPins: pinned in the host mount namespace at dir/ns (a
+	// sandbox made by an earlier version), not in the pin namespace.
+	legacyPins bool
 	// mu serialises the lifecycle of the sandbox and of its containers
 	// (create, start, remove). Stop and Exec do not hold it while waiting.
 	mu         sync.Mutex
@@ -175,9 +190,15 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	p, err := openPins(cfg.StateDir)
+	if err != nil {
+		devnull.Close()
+		return nil, fmt.Errorf("%w: linux runtime: %v", sandbox.ErrUnavailable, err)
+	}
 	w, err := newWatcher()
 	if err != nil {
 		devnull.Close()
+		p.close(false)
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
 	r := &Runtime{
@@ -188,7 +209,9 @@ func New(cfg Config) (*Runtime, error) {
 		exits:     newExitQueue(),
 		devnull:   devnull,
 		log:       cfg.Logger,
+		pins:      p,
 		sandboxes: map[string]*sbox{},
+		pool:      map[string][]*sbox{},
 		tickStop:  make(chan struct{}),
 		tickDone:  make(chan struct{}),
 	}
@@ -207,7 +230,8 @@ func (r *Runtime) Name() string { return "linux" }
 func (r *Runtime) Exits() <-chan sandbox.ExitEvent { return r.exits.out }
 
 // Close stops watching; sandboxes keep running, and a new Runtime over the
-// same StateDir adopts them.
+// same StateDir adopts them (prepared ones too). With no sandbox left, the
+// pin namespace goes too.
 func (r *Runtime) Close() error {
 	if r.closed.Swap(true) {
 		return nil
@@ -231,9 +255,20 @@ func (r *Runtime) Close() error {
 			c.mu.Unlock()
 		}
 	}
+	empty := len(r.sandboxes) == 0 && len(r.doomed) == 0
+	for _, l := range r.pool {
+		empty = empty && len(l) == 0
+	}
 	r.mu.Unlock()
+	if empty {
+		// What is on disk decides: a sandbox unknown to us (a failed
+		// removal of an unknown ID) may still have pins.
+		ents, _ := os.ReadDir(filepath.Join(r.cfg.StateDir, "sandboxes"))
+		empty = len(ents) == 0
+	}
 	r.exits.close()
-	return r.devnull.Close()
+	perr := r.pins.close(empty)
+	return errors.Join(perr, r.devnull.Close())
 }
 
 func (r *Runtime) sandbox(id string) (*sbox, error) {
@@ -310,11 +345,11 @@ func (r *Runtime) onExit(c *ctr) {
 		ev.ExitCode = -1
 		ev.Message = "exit status unknown: " + err.Error()
 	}
-	ev.OOMKilled = r.cg.oomKills(cgroupRel(c.sb.id, c.st.Name)) > 0
+	ev.OOMKilled = r.cg.oomKills(cgroupRel(c.sb.key, c.st.Name)) > 0
 	if c.sb.st.PausePID != 0 {
 		// In a shared pid namespace the container's other processes
 		// outlive its pid 1; they end with it, as in their own.
-		r.cg.kill(cgroupRel(c.sb.id, c.st.Name))
+		r.cg.kill(cgroupRel(c.sb.key, c.st.Name))
 	}
 	if ev.OOMKilled && ev.Message == "" {
 		ev.Message = "OOMKilled"
@@ -359,13 +394,19 @@ func waitPidfd(pidfd int) (code, sig int, err error) {
 	return -1, 0, fmt.Errorf("unexpected wait code %d", si.Code)
 }
 
-func cgroupRel(sandboxID, name string) string { return sandboxID + "/" + name }
+// cgroupRel is the cgroup of a sandbox's container, relative to the parent.
+func cgroupRel(key, name string) string { return key + "/" + name }
 
 // load rebuilds the runtime's view from StateDir and adopts running
-// containers.
+// containers. Sandboxes cut off half-way (created, prepared or claimed)
+// are removed; prepared ones go back to the pool.
 func (r *Runtime) load() error {
 	base := filepath.Join(r.cfg.StateDir, "sandboxes")
 	ents, err := os.ReadDir(base)
+	if err != nil {
+		return fmt.Errorf("linux runtime: %w", err)
+	}
+	pinned, err := r.pins.keys()
 	if err != nil {
 		return fmt.Errorf("linux runtime: %w", err)
 	}
@@ -373,17 +414,31 @@ func (r *Runtime) load() error {
 		if !e.IsDir() {
 			continue
 		}
-		id := e.Name()
-		sb := &sbox{id: id, dir: filepath.Join(base, id), containers: map[string]*ctr{}}
+		key := e.Name()
+		sb := &sbox{key: key, dir: filepath.Join(base, key), containers: map[string]*ctr{}}
 		err := readJSON(filepath.Join(sb.dir, "sandbox.json"), &sb.st)
 		if sb.st.HostID != 0 {
 			r.ids.claim(sb.st.HostID)
 		}
-		if err != nil || !sb.st.Complete {
-			// Cut off while being created: nothing ran in it yet.
-			r.log.Info("sandbox: removing half-created sandbox", "sandbox", id)
+		if _, serr := os.Stat(filepath.Join(sb.dir, "ns")); serr == nil {
+			sb.legacyPins = true
+		}
+		switch {
+		case err == nil && sb.st.Complete:
+			sb.id = sb.st.Config.ID
+			if sb.id == "" {
+				sb.id = key
+			}
+		case err == nil && sb.st.Prepared && sb.st.Config.ID == "" && pinned[key]:
+			r.pool[sb.st.Pool] = append(r.pool[sb.st.Pool], sb)
+			continue
+		default:
+			// Cut off while being created, prepared or claimed: nothing
+			// ran in it yet. (A prepared one without pins lost its
+			// namespaces with the pin namespace: a host reboot.)
+			r.log.Info("sandbox: removing half-created sandbox", "sandbox", key)
 			if err := r.destroy(context.Background(), sb); err != nil {
-				r.log.Warn("sandbox: remove half-created sandbox", "sandbox", id, "err", err)
+				r.log.Warn("sandbox: remove half-created sandbox", "sandbox", key, "err", err)
 			}
 			continue
 		}
@@ -396,7 +451,7 @@ func (r *Runtime) load() error {
 			r.adopt(c)
 			sb.containers[c.st.Name] = c
 		}
-		r.sandboxes[id] = sb
+		r.sandboxes[sb.id] = sb
 	}
 	return nil
 }
@@ -443,7 +498,7 @@ func (r *Runtime) adopt(c *ctr) {
 		unix.Close(pidfd)
 		c.pidfd = -1
 	}
-	ev.OOMKilled = r.cg.oomKills(cgroupRel(c.sb.id, c.st.Name)) > 0
+	ev.OOMKilled = r.cg.oomKills(cgroupRel(c.sb.key, c.st.Name)) > 0
 	c.st.Running = false
 	c.st.Exit = ev
 	if err := writeJSON(filepath.Join(c.dir, "state.json"), c.st); err != nil {

@@ -28,10 +28,21 @@ func (r *Runtime) CreateSandbox(ctx context.Context, cfg sandbox.SandboxConfig) 
 	if r.closed.Load() {
 		return nil, errClosed
 	}
+	r.busy.Add(1)
+	defer r.busy.Add(-1)
 	r.mu.Lock()
 	sb := r.sandboxes[cfg.ID]
 	if sb == nil {
-		sb = &sbox{id: cfg.ID, dir: sandboxDir(r.cfg.StateDir, cfg.ID), containers: map[string]*ctr{}}
+		if cfg.PoolClass != "" {
+			// Taken out of the pool and made the group's under one
+			// lock: no other claim, and no DrainPool, can see it again.
+			sb = r.takePrepared(cfg.PoolClass)
+		}
+		if sb != nil {
+			sb.id = cfg.ID
+		} else {
+			sb = &sbox{id: cfg.ID, key: cfg.ID, dir: sandboxDir(r.cfg.StateDir, cfg.ID), containers: map[string]*ctr{}}
+		}
 		r.sandboxes[cfg.ID] = sb
 	}
 	r.mu.Unlock()
@@ -42,9 +53,13 @@ func (r *Runtime) CreateSandbox(ctx context.Context, cfg sandbox.SandboxConfig) 
 		return nil, fmt.Errorf("%w: sandbox %q is being removed", sandbox.ErrUnavailable, cfg.ID)
 	}
 	if sb.st.Complete {
-		return &sandbox.SandboxInfo{ID: sb.id, IP: sb.st.IP}, nil
+		return sb.info(), nil
 	}
-	if err := r.build(ctx, sb, cfg); err != nil {
+	build := r.build
+	if sb.st.Prepared {
+		build = r.claim
+	}
+	if err := build(ctx, sb, cfg); err != nil {
 		// Leave nothing behind; the caller may retry with the same ID.
 		if derr := r.destroy(context.WithoutCancel(ctx), sb); derr != nil {
 			r.log.Warn("sandbox: clean up after failed create", "sandbox", cfg.ID, "err", derr)
@@ -57,7 +72,11 @@ func (r *Runtime) CreateSandbox(ctx context.Context, cfg sandbox.SandboxConfig) 
 		r.mu.Unlock()
 		return nil, err
 	}
-	return &sandbox.SandboxInfo{ID: sb.id, IP: sb.st.IP}, nil
+	return sb.info(), nil
+}
+
+func (sb *sbox) info() *sandbox.SandboxInfo {
+	return &sandbox.SandboxInfo{ID: sb.id, IP: sb.st.IP, FromPool: sb.st.Pool != ""}
 }
 
 func validateVolumes(vols []sandbox.VolumeConfig) error {
@@ -70,14 +89,16 @@ func validateVolumes(vols []sandbox.VolumeConfig) error {
 		switch v.Kind {
 		case "emptyDir", "memory":
 		case "files":
-			for _, f := range v.Files {
-				if !localPath(f.Path) {
-					return fmt.Errorf("%w: volume %q: file path %q", sandbox.ErrInvalid, v.Name, f.Path)
-				}
+			if err := checkFiles(v.Name, v.Files); err != nil { // volumes.go
+				return err
 			}
 		case "hostPath":
 			if !filepath.IsAbs(v.HostPath) {
 				return fmt.Errorf("%w: volume %q: hostPath must be absolute", sandbox.ErrInvalid, v.Name)
+			}
+		case "nfs":
+			if err := validateNFS(v); err != nil {
+				return err
 			}
 		default:
 			return fmt.Errorf("%w: volume %q: unknown kind %q", sandbox.ErrInvalid, v.Name, v.Kind)
@@ -90,11 +111,15 @@ func validateVolumes(vols []sandbox.VolumeConfig) error {
 func localPath(p string) bool { return p != "" && filepath.IsLocal(p) }
 
 func (r *Runtime) build(ctx context.Context, sb *sbox, cfg sandbox.SandboxConfig) error {
-	for _, d := range []string{"ns", "etc", "volumes", "containers"} {
-		if err := os.MkdirAll(filepath.Join(sb.dir, d), 0o711); err != nil {
-			return fmt.Errorf("sandbox dir: %w", err)
-		}
+	cfg.Hostname = groupHostname(cfg)
+	cfg.Pids = r.pids(cfg.Pids)
+	if err := r.buildBase(ctx, sb, sandboxState{Config: stripFiles(cfg)}); err != nil {
+		return err
 	}
+	return r.finish(ctx, sb, cfg)
+}
+
+func groupHostname(cfg sandbox.SandboxConfig) string {
 	hostname := cfg.Hostname
 	if hostname == "" {
 		hostname = cfg.ID
@@ -102,36 +127,75 @@ func (r *Runtime) build(ctx context.Context, sb *sbox, cfg sandbox.SandboxConfig
 	if len(hostname) > 64 {
 		hostname = hostname[:64]
 	}
-	cfg.Hostname = hostname
-	var hostID uint32
+	return hostname
+}
+
+// pids is the pids limit of a sandbox that asks for n.
+func (r *Runtime) pids(n int64) int64 {
+	if n == 0 && r.cfg.DefaultPids > 0 {
+		return r.cfg.DefaultPids
+	}
+	return n
+}
+
+// buildBase builds what does not depend on the group: directories, user
+// ID range, namespaces (hostname st.Config.Hostname), cgroup with the
+// limits of st.Config, network. st is saved first, incomplete.
+func (r *Runtime) buildBase(ctx context.Context, sb *sbox, st sandboxState) error {
+	for _, d := range []string{"etc", "volumes", "containers"} {
+		if err := os.MkdirAll(filepath.Join(sb.dir, d), 0o711); err != nil {
+			return fmt.Errorf("sandbox dir: %w", err)
+		}
+	}
 	if !r.cfg.NoUserNamespaces {
 		id, err := r.ids.alloc()
 		if err != nil {
 			return err
 		}
-		hostID = id
+		st.HostID = id
 		sb.st.HostID = id // released by destroy, should this fail
 	}
-	// Written first: a half-created sandbox is recognised (Complete unset)
-	// and cleaned up by the next Runtime.
-	if err := writeJSON(filepath.Join(sb.dir, "sandbox.json"), sandboxState{Config: stripFiles(cfg), CreatedAt: time.Now(), HostID: hostID}); err != nil {
+	st.CreatedAt = time.Now()
+	// Written first: a half-created sandbox is recognised (Complete and
+	// Prepared unset) and cleaned up by the next Runtime.
+	if err := writeJSON(filepath.Join(sb.dir, "sandbox.json"), st); err != nil {
 		return err
 	}
-	if err := createNamespaces(filepath.Join(sb.dir, "ns"), hostname); err != nil {
+	fds, err := createNamespaces(st.Config.Hostname)
+	if err != nil {
 		return fmt.Errorf("sandbox namespaces: %w", err)
 	}
-	if hostID != 0 {
-		if err := createUserNS(filepath.Join(sb.dir, "ns", "user"), hostID); err != nil {
+	defer func() { closeNSFDs(fds) }()
+	if st.HostID != 0 {
+		fd, err := createUserNS(st.HostID)
+		if err != nil {
 			return fmt.Errorf("sandbox namespaces: %w", err)
 		}
+		fds = append(fds, nsFD{"user", fd})
 	}
-	pids := cfg.Pids
-	if pids == 0 && r.cfg.DefaultPids > 0 {
-		pids = r.cfg.DefaultPids
+	if err := r.pins.pin(sb.key, fds); err != nil {
+		return fmt.Errorf("sandbox namespaces: %w", err)
 	}
-	if err := r.cg.create(sb.id, cfg.MilliCPU, cfg.Memory, pids, true); err != nil {
+	if err := r.cg.create(sb.key, st.Config.MilliCPU, st.Config.Memory, st.Config.Pids, true); err != nil {
 		return err
 	}
+	if r.cfg.Network != nil {
+		// Through our fd of the namespace: its pin is not in our mount
+		// namespace.
+		ip, err := r.cfg.Network.Attach(ctx, sb.key, "/proc/self/fd/"+strconv.Itoa(fds[0].fd))
+		if err != nil {
+			return fmt.Errorf("sandbox network: %w", err)
+		}
+		st.IP = ip
+	}
+	sb.st = st
+	return nil
+}
+
+// finish makes a sandbox of buildBase the group's: volumes, shared pid
+// namespace, published ports, etc files; then it is Complete.
+func (r *Runtime) finish(ctx context.Context, sb *sbox, cfg sandbox.SandboxConfig) error {
+	hostID := sb.st.HostID
 	for _, v := range cfg.Volumes {
 		if err := makeVolume(sb.dir, v, hostID); err != nil {
 			return err
@@ -142,28 +206,21 @@ func (r *Runtime) build(ctx context.Context, sb *sbox, cfg sandbox.SandboxConfig
 			return err
 		}
 	}
-	var ip string
-	if r.cfg.Network != nil {
-		var err error
-		ip, err = r.cfg.Network.Attach(ctx, sb.id, filepath.Join(sb.dir, "ns", "net"))
-		if err != nil {
-			return fmt.Errorf("sandbox network: %w", err)
-		}
-	}
 	if len(cfg.Ports) > 0 {
 		p, ok := r.cfg.Network.(Publisher)
 		if !ok {
 			return fmt.Errorf("%w: published ports need a pod network that can publish them", sandbox.ErrInvalid)
 		}
-		if err := p.Publish(ctx, sb.id, cfg.Ports); err != nil {
+		if err := p.Publish(ctx, sb.key, cfg.Ports); err != nil {
 			return fmt.Errorf("publish ports: %w", err)
 		}
 	}
-	if err := writeEtc(filepath.Join(sb.dir, "etc"), cfg, ip, hostID); err != nil {
+	if err := writeEtc(filepath.Join(sb.dir, "etc"), cfg, sb.st.IP, hostID); err != nil {
 		return err
 	}
-	st := sandboxState{Config: stripFiles(cfg), IP: ip, CreatedAt: time.Now(), Complete: true, HostID: hostID,
-		PausePID: sb.st.PausePID, PauseTicks: sb.st.PauseTicks}
+	st := sb.st
+	st.Config = stripFiles(cfg)
+	st.Complete = true
 	if err := writeJSON(filepath.Join(sb.dir, "sandbox.json"), st); err != nil {
 		return err
 	}
@@ -188,6 +245,9 @@ func stripFiles(cfg sandbox.SandboxConfig) sandbox.SandboxConfig {
 func makeVolume(sbDir string, v sandbox.VolumeConfig, hostID uint32) error {
 	if v.Kind == "hostPath" {
 		return nil
+	}
+	if v.Kind == "nfs" {
+		return mountNFS(sbDir, v, hostID)
 	}
 	dir := filepath.Join(sbDir, "volumes", v.Name)
 	if err := os.Mkdir(dir, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
@@ -217,25 +277,8 @@ func makeVolume(sbDir string, v sandbox.VolumeConfig, hostID uint32) error {
 			return fmt.Errorf("volume %s: mount tmpfs: %w", v.Name, err)
 		}
 	case "files":
-		for _, f := range v.Files {
-			p := filepath.Join(dir, f.Path)
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return fmt.Errorf("volume %s: %w", v.Name, err)
-			}
-			mode := os.FileMode(f.Mode & 0o7777)
-			if mode == 0 {
-				mode = 0o644
-			}
-			if err := os.WriteFile(p, f.Content, mode); err != nil {
-				return fmt.Errorf("volume %s: %w", v.Name, err)
-			}
-			if err := os.Chmod(p, mode); err != nil { // not subject to umask
-				return err
-			}
-		}
-		if hostID != 0 {
-			return chownTree(dir, hostID)
-		}
+		// Laid out for atomic updates (volumes.go).
+		return writeFiles(dir, v.Files, hostID)
 	}
 	return nil
 }
@@ -301,12 +344,16 @@ func (r *Runtime) RemoveSandbox(ctx context.Context, sandboxID string) error {
 	if r.closed.Load() {
 		return errClosed
 	}
+	r.busy.Add(1)
+	defer r.busy.Add(-1)
 	r.mu.Lock()
 	sb := r.sandboxes[sandboxID]
 	r.mu.Unlock()
 	if sb == nil {
 		// Not known, but leftovers of a failed removal may be on disk.
-		sb = &sbox{id: sandboxID, dir: sandboxDir(r.cfg.StateDir, sandboxID), containers: map[string]*ctr{}}
+		sb = &sbox{id: sandboxID, key: sandboxID, dir: sandboxDir(r.cfg.StateDir, sandboxID), containers: map[string]*ctr{}}
+		_, err := os.Stat(filepath.Join(sb.dir, "ns"))
+		sb.legacyPins = err == nil
 	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
@@ -330,14 +377,14 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 	for name, c := range sb.containers {
 		names = append(names, name)
 		if err := c.signal(unix.SIGKILL); err != nil {
-			return fmt.Errorf("remove sandbox %s: kill %s: %w", sb.id, name, err)
+			return fmt.Errorf("remove sandbox %s: kill %s: %w", sb.name(), name, err)
 		}
 	}
 	for _, c := range sb.containers {
 		select {
 		case <-c.done:
 		case <-time.After(10 * time.Second):
-			return fmt.Errorf("%w: remove sandbox %s: container %s does not die", sandbox.ErrUnavailable, sb.id, c.st.Name)
+			return fmt.Errorf("%w: remove sandbox %s: container %s does not die", sandbox.ErrUnavailable, sb.name(), c.st.Name)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -358,15 +405,21 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 		}
 	}
 	var errs []error
-	if err := r.cg.remove(sb.id, names); err != nil {
+	if err := r.cg.remove(sb.key, names); err != nil {
 		errs = append(errs, err)
 	}
 	if r.cfg.Network != nil {
-		if err := r.cfg.Network.Detach(ctx, sb.id); err != nil {
+		if err := r.cfg.Network.Detach(ctx, sb.key); err != nil {
 			errs = append(errs, fmt.Errorf("network detach: %w", err))
 		}
 	}
+	if err := r.pins.unpin(sb.key); err != nil {
+		errs = append(errs, err)
+	}
 	if err := unmountKnown(sb.dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := stopNFS(sb.dir); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
@@ -384,13 +437,13 @@ func (r *Runtime) destroy(ctx context.Context, sb *sbox) error {
 		r.ids.release(sb.st.HostID)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("remove sandbox %s: %w", sb.id, errors.Join(errs...))
+		return fmt.Errorf("remove sandbox %s: %w", sb.name(), errors.Join(errs...))
 	}
 	return nil
 }
 
 // unmountKnown unmounts what the runtime itself mounts in a sandbox's
-// directory: the pinned namespaces (ns/*) and memory volumes (volumes/*),
+// directory: the pins of an earlier version (ns/*) and memory volumes (volumes/*),
 // each as often as it is stacked (a crash between mount and record can
 // stack one twice). Reading the host's mount table instead costs O(mounts)
 // per sandbox, and every sandbox adds half a dozen: teardown of N sandboxes

@@ -32,6 +32,8 @@ func (r *Runtime) StartContainer(ctx context.Context, sandboxID string, cfg sand
 	if err != nil {
 		return nil, err
 	}
+	r.busy.Add(1)
+	defer r.busy.Add(-1)
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	if sb.removed || !sb.st.Complete {
@@ -54,7 +56,7 @@ func (r *Runtime) StartContainer(ctx context.Context, sandboxID string, cfg sand
 	}
 	if err := r.spawn(ctx, c, icfg); err != nil {
 		// The failed instance keeps its log (it may say why) as current.
-		_ = r.cg.removeOne(cgroupRel(sb.id, cfg.Name))
+		_ = r.cg.removeOne(cgroupRel(sb.key, cfg.Name))
 		_ = os.RemoveAll(filepath.Join(c.dir, "fs"))
 		return nil, err
 	}
@@ -122,7 +124,7 @@ func (r *Runtime) prepare(sb *sbox, c *ctr, cfg sandbox.ContainerConfig) (*initC
 	if err := rotateLogs(c.dir); err != nil {
 		return nil, err
 	}
-	rel := cgroupRel(sb.id, cfg.Name)
+	rel := cgroupRel(sb.key, cfg.Name)
 	// A fresh cgroup per instance: counters (oom_kill) start at zero.
 	if err := r.cg.removeOne(rel); err != nil {
 		return nil, err
@@ -136,7 +138,7 @@ func (r *Runtime) prepare(sb *sbox, c *ctr, cfg sandbox.ContainerConfig) (*initC
 	}
 	userNS := ""
 	if hostID != 0 {
-		userNS = filepath.Join(sb.dir, "ns", "user")
+		userNS = "user" // joined through an fd, see spawn
 	}
 	return &initConfig{
 		UserNS:       userNS,
@@ -264,11 +266,11 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 		nsNames = append(nsNames, "user")
 		env = append(env, "_SKIFF_USERNS_FD=7")
 	}
-	for _, n := range nsNames {
-		f, err := os.Open(filepath.Join(c.sb.dir, "ns", n))
-		if err != nil {
-			return fmt.Errorf("%w: open namespace: %v", sandbox.ErrUnavailable, err)
-		}
+	nsFiles, err := r.openNS(c.sb, nsNames...)
+	if err != nil {
+		return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+	}
+	for _, f := range nsFiles {
 		defer f.Close()
 		files = append(files, f.Fd())
 	}
@@ -277,7 +279,7 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 	selfJoin := !r.cg.v2
 	if selfJoin {
 		var fds []string
-		for _, p := range r.cg.selfJoinFiles(cgroupRel(c.sb.id, c.st.Name)) {
+		for _, p := range r.cg.selfJoinFiles(cgroupRel(c.sb.key, c.st.Name)) {
 			f, err := os.OpenFile(p, os.O_WRONLY, 0)
 			if err != nil {
 				return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
@@ -349,11 +351,11 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 	stop := context.AfterFunc(ctx, func() { _ = sock.SetDeadline(time.Now()) })
 	defer stop()
 
-	b, err := json.Marshal(icfg)
+	b, err := icfg.encode()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", sandbox.ErrCannotRun, err)
 	}
-	if _, err := sock.Write(append(b, '\n')); err != nil {
+	if _, err := sock.Write(b); err != nil {
 		return r.startFailed(ctx, "send config", err)
 	}
 	rd := bufio.NewReader(sock)
@@ -368,7 +370,7 @@ func (r *Runtime) spawn(ctx context.Context, c *ctr, icfg *initConfig) error {
 		return r.startFailed(ctx, "init stage", err)
 	}
 	if !selfJoin {
-		if err := r.cg.addProc(cgroupRel(c.sb.id, c.st.Name), pid); err != nil {
+		if err := r.cg.addProc(cgroupRel(c.sb.key, c.st.Name), pid); err != nil {
 			return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 		}
 	}
@@ -411,8 +413,7 @@ func (r *Runtime) startFailed(ctx context.Context, what string, err error) error
 		return ctx.Err()
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		// The init stage died without a word: typically a binary whose
-		// main does not reach linux.Init (see the package docs).
+		// The init stage died without a word (killed, or crashed).
 		return fmt.Errorf("%w: %s: sandbox init stage exited without reporting", sandbox.ErrUnavailable, what)
 	}
 	return fmt.Errorf("%w: %s: %v", sandbox.ErrUnavailable, what, err)

@@ -14,17 +14,25 @@ import (
 
 // On disk, under Config.StateDir:
 //
-//	sandboxes/<id>/sandbox.json           sandboxState
-//	sandboxes/<id>/ns/{net,ipc,uts,user}  pinned namespaces (bind mounts)
-//	sandboxes/<id>/etc/{hosts,...}        generated files, bind-mounted
-//	sandboxes/<id>/volumes/<name>/        emptyDir, memory (tmpfs), files
-//	sandboxes/<id>/containers/<name>/
+//	pins/, pins/mnt                        the pin namespace (pinns.go)
+//	sandboxes/<key>/sandbox.json           sandboxState
+//	sandboxes/<key>/ns/{net,ipc,uts,user}  pins of an earlier version, in
+//	                                       the host mount namespace
+//	sandboxes/<key>/etc/{hosts,...}        generated files, bind-mounted
+//	sandboxes/<key>/volumes/<name>/        emptyDir, memory (tmpfs), files
+//	sandboxes/<key>/containers/<name>/
 //	    state.json                        containerState
 //	    fs/{upper,work,root}              the writable layer of the instance
 //	    current.log, current.idx          log of the instance and its index
 //	    previous.log, previous.idx        the instance before
 //	    attach.sock                       the stdio relay's socket (TTY/Stdin only)
-
+//
+// <key> names a sandbox's resources: its directory, cgroup, pins, network
+// attachment and ID range. It is the group's ID for a sandbox built for
+// its group, and "_p<random>" for one built ahead of demand (see pool.go),
+// which keeps its key when a group claims it: Config.ID says whose it is.
+// A key of the pool cannot be a group ID (those start with a letter or
+// digit).
 type sandboxState struct {
 	Config    sandbox.SandboxConfig
 	IP        string
@@ -37,8 +45,15 @@ type sandboxState struct {
 	PausePID   int    `json:",omitempty"`
 	PauseTicks uint64 `json:",omitempty"`
 	// Complete is set once CreateSandbox finished; a sandbox found without
-	// it was cut off half-way and is removed on recovery.
+	// it was cut off half-way and is removed on recovery (unless it is a
+	// prepared one, waiting in the pool).
 	Complete bool
+	// Pool is the class of a sandbox built ahead of demand, "" for one
+	// built for its group. Prepared is set once PrepareSandbox finished:
+	// with no Config.ID, the sandbox waits in the pool; with one, it was
+	// being claimed, and Complete says whether that finished.
+	Pool     string `json:",omitempty"`
+	Prepared bool   `json:",omitempty"`
 }
 
 type containerState struct {

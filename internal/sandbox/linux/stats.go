@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/skiffhq/skiff/internal/sandbox"
 )
 
@@ -42,11 +44,11 @@ func (r *Runtime) Stats(ctx context.Context, sandboxID string) (*sandbox.Stats, 
 	sb.mu.Unlock()
 
 	s := &sandbox.Stats{Time: time.Now(), Containers: map[string]sandbox.ContainerStats{}}
-	s.CPUNanos, s.MemoryUsed, s.Pids = r.cg.usage(sandboxID)
+	s.CPUNanos, s.MemoryUsed, s.Pids = r.cg.usage(sb.key)
 	netPid := 0
 	for _, c := range cs {
 		var st sandbox.ContainerStats
-		st.CPUNanos, st.MemoryUsed, st.Pids = r.cg.usage(cgroupRel(sandboxID, c.name))
+		st.CPUNanos, st.MemoryUsed, st.Pids = r.cg.usage(cgroupRel(sb.key, c.name))
 		s.Containers[c.name] = st
 		if c.pid != 0 {
 			netPid = c.pid
@@ -59,10 +61,13 @@ func (r *Runtime) Stats(ctx context.Context, sandboxID string) (*sandbox.Stats, 
 		s.RxBytes, s.TxBytes, ok = readNetDev("/proc/" + strconv.Itoa(netPid) + "/net/dev")
 	}
 	if !ok {
-		_ = inNetns(sb.dir+"/ns/net", func() error {
-			s.RxBytes, s.TxBytes, _ = readNetDev("/proc/thread-self/net/dev")
-			return nil
-		})
+		if fs, err := r.openNS(sb, "net"); err == nil {
+			_ = inNS(int(fs[0].Fd()), unix.CLONE_NEWNET, func() error {
+				s.RxBytes, s.TxBytes, _ = readNetDev("/proc/thread-self/net/dev")
+				return nil
+			})
+			fs[0].Close()
+		}
 	}
 	return s, nil
 }

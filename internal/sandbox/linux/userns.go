@@ -84,19 +84,14 @@ func (p *idPool) release(hostID uint32) {
 }
 
 // createUserNS makes a user namespace mapping 0..65535 to hostID.. for
-// both uids and gids and pins it at path (a bind mount of its nsfs file).
-// A user namespace needs a process to be created in: a child that shares
-// our memory (no page-table copy, no exec) waits on a pipe while we write
-// its maps and pin the namespace, then exits.
-func createUserNS(path string, hostID uint32) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY|os.O_EXCL, 0o444)
-	if err != nil {
-		return fmt.Errorf("namespace file: %w", err)
-	}
-	f.Close()
+// both uids and gids and returns an open fd of it, for the caller to pin
+// and close. A user namespace needs a process to be created in: a child
+// that shares our memory (no page-table copy, no exec) waits on a pipe
+// while we write its maps and open its namespace, then exits.
+func createUserNS(hostID uint32) (int, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return err
+		return -1, err
 	}
 	defer unix.Close(p[0])
 	const stackSize = 64 << 10
@@ -105,16 +100,17 @@ func createUserNS(path string, hostID uint32) error {
 	pid := int(C.skiff_userns_spawn(C.int(p[0]), stack, stackSize))
 	if pid < 0 {
 		unix.Close(p[1])
-		return fmt.Errorf("clone user namespace: %w", unix.Errno(-pid))
+		return -1, fmt.Errorf("clone user namespace: %w", unix.Errno(-pid))
 	}
 	proc := "/proc/" + strconv.Itoa(pid)
 	m := []byte(fmt.Sprintf("0 %d %d\n", hostID, idRange))
-	err = os.WriteFile(proc+"/uid_map", m, 0)
+	fd := -1
+	err := os.WriteFile(proc+"/uid_map", m, 0)
 	if err == nil {
 		err = os.WriteFile(proc+"/gid_map", m, 0)
 	}
 	if err == nil {
-		err = unix.Mount(proc+"/ns/user", path, "", unix.MS_BIND, "")
+		fd, err = unix.Open(proc+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
 	unix.Close(p[1]) // EOF: the child exits
 	var ws unix.WaitStatus
@@ -124,9 +120,9 @@ func createUserNS(path string, hostID uint32) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("user namespace: %w", err)
+		return -1, fmt.Errorf("user namespace: %w", err)
 	}
-	return nil
+	return fd, nil
 }
 
 // chownTree gives a directory tree the container's root (hostID) as

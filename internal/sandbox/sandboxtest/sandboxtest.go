@@ -66,6 +66,13 @@ func RunConformance(t *testing.T, newRuntime func(t *testing.T, stateDir string)
 		{"Exec", true, testExec},
 		{"CannotRun", true, testCannotRun},
 		{"Volumes", true, testVolumes},
+		{"VolumeUpdate", false, testVolumeUpdate}, // volumes.go
+		// sandbox.Pool, for runtimes that implement it.
+		{"PoolClaim", false, testPoolClaim},
+		{"PoolMiss", false, testPoolMiss},
+		{"PoolDrain", false, testPoolDrain},
+		{"PoolRecover", false, testPoolRecover},
+		{"PoolConcurrentClaims", false, testPoolConcurrentClaims},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.processes && s.simulated {
@@ -114,6 +121,11 @@ func (e *env) open() {
 		for _, st := range states {
 			if err := rt.RemoveSandbox(ctx, st.ID); err != nil {
 				e.t.Errorf("cleanup: remove sandbox %s: %v", st.ID, err)
+			}
+		}
+		if p, ok := rt.(sandbox.Pool); ok {
+			if _, err := p.DrainPool(ctx, "", -1); err != nil {
+				e.t.Errorf("cleanup: drain pool: %v", err)
 			}
 		}
 		_ = rt.Close()

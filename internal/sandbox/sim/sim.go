@@ -44,7 +44,9 @@ type Runtime struct {
 	cfg   Config
 	mu    sync.Mutex
 	sbs   map[string]*simSandbox
+	pool  map[string][]simPrepared // by class
 	pid   int
+	seq   int // addresses handed out
 	exits chan sandbox.ExitEvent
 	queue []sandbox.ExitEvent
 	wake  chan struct{}
@@ -55,7 +57,25 @@ type Runtime struct {
 type simSandbox struct {
 	ID         string
 	IP         string
+	FromPool   bool `json:",omitempty"`
 	Containers map[string]*simContainer
+	// Volumes holds each volume's kind and, for files volumes, the files
+	// (volumes.go).
+	Volumes map[string]*simVolume `json:",omitempty"`
+}
+
+// simPrepared is a prepared sandbox (sandbox.Pool): just an address.
+type simPrepared struct {
+	Key string
+	IP  string
+}
+
+// simState is what StateFile holds.
+type simState struct {
+	PID       int
+	Seq       int
+	Sandboxes map[string]*simSandbox
+	Pool      map[string][]simPrepared
 }
 
 type simContainer struct {
@@ -71,14 +91,17 @@ type simContainer struct {
 	ended     chan struct{}
 }
 
-var _ sandbox.Runtime = (*Runtime)(nil)
+var (
+	_ sandbox.Runtime = (*Runtime)(nil)
+	_ sandbox.Pool    = (*Runtime)(nil)
+)
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
 
 // New makes a simulated runtime, loading cfg.StateFile if it exists.
 func New(cfg Config) (*Runtime, error) {
 	r := &Runtime{
-		cfg: cfg, sbs: map[string]*simSandbox{}, pid: 1000,
+		cfg: cfg, sbs: map[string]*simSandbox{}, pool: map[string][]simPrepared{}, pid: 1000,
 		exits: make(chan sandbox.ExitEvent), wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -88,14 +111,17 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, err
 		}
 		if len(b) > 0 {
-			var st struct {
-				PID       int
-				Sandboxes map[string]*simSandbox
-			}
+			var st simState
 			if err := json.Unmarshal(b, &st); err != nil {
 				return nil, fmt.Errorf("sim state: %w", err)
 			}
-			r.pid, r.sbs = st.PID, st.Sandboxes
+			r.pid, r.seq, r.sbs = st.PID, st.Seq, st.Sandboxes
+			if r.sbs == nil {
+				r.sbs = map[string]*simSandbox{}
+			}
+			if st.Pool != nil {
+				r.pool = st.Pool
+			}
 			for _, sb := range r.sbs {
 				for _, c := range sb.Containers {
 					c.ended = make(chan struct{})
@@ -170,10 +196,7 @@ func (r *Runtime) save() {
 	if r.cfg.StateFile == "" {
 		return
 	}
-	b, _ := json.Marshal(struct {
-		PID       int
-		Sandboxes map[string]*simSandbox
-	}{r.pid, r.sbs})
+	b, _ := json.Marshal(simState{PID: r.pid, Seq: r.seq, Sandboxes: r.sbs, Pool: r.pool})
 	tmp := r.cfg.StateFile + ".tmp"
 	if os.WriteFile(tmp, b, 0o600) == nil {
 		_ = os.Rename(tmp, r.cfg.StateFile)
@@ -201,11 +224,102 @@ func (r *Runtime) CreateSandbox(ctx context.Context, cfg sandbox.SandboxConfig) 
 	}
 	sb := r.sbs[cfg.ID]
 	if sb == nil {
-		sb = &simSandbox{ID: cfg.ID, IP: fmt.Sprintf("10.%d.%d.%d", (len(r.sbs)>>16)&255, (len(r.sbs)>>8)&255, len(r.sbs)&255), Containers: map[string]*simContainer{}}
+		sb = &simSandbox{ID: cfg.ID, Containers: map[string]*simContainer{}, Volumes: simVolumes(cfg.Volumes)}
+		if p, ok := r.takePrepared(cfg.PoolClass); ok {
+			sb.IP, sb.FromPool = p.IP, true
+		} else {
+			sb.IP = r.nextIP()
+		}
 		r.sbs[cfg.ID] = sb
 		r.save()
 	}
-	return &sandbox.SandboxInfo{ID: sb.ID, IP: sb.IP}, nil
+	return &sandbox.SandboxInfo{ID: sb.ID, IP: sb.IP, FromPool: sb.FromPool}, nil
+}
+
+// nextIP hands out a fresh address; r.mu held.
+func (r *Runtime) nextIP() string {
+	r.seq++
+	return fmt.Sprintf("10.%d.%d.%d", (r.seq>>16)&255, (r.seq>>8)&255, r.seq&255)
+}
+
+// takePrepared takes a prepared sandbox of class, else of any class
+// (class "": none); r.mu held.
+func (r *Runtime) takePrepared(class string) (simPrepared, bool) {
+	if class == "" {
+		return simPrepared{}, false
+	}
+	if len(r.pool[class]) == 0 {
+		class = ""
+		for c, l := range r.pool {
+			if len(l) > len(r.pool[class]) {
+				class = c
+			}
+		}
+	}
+	l := r.pool[class]
+	if len(l) == 0 {
+		return simPrepared{}, false
+	}
+	p := l[len(l)-1]
+	if len(l) == 1 {
+		delete(r.pool, class)
+	} else {
+		r.pool[class] = l[:len(l)-1]
+	}
+	return p, true
+}
+
+// PrepareSandbox implements sandbox.Pool.
+func (r *Runtime) PrepareSandbox(ctx context.Context, class sandbox.PoolClass) error {
+	if class.Name == "" {
+		return fmt.Errorf("%w: pool class without a name", sandbox.ErrInvalid)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed() {
+		return sandbox.ErrUnavailable
+	}
+	r.pool[class.Name] = append(r.pool[class.Name], simPrepared{Key: fmt.Sprintf("_p%d", r.seq+1), IP: r.nextIP()})
+	r.save()
+	return nil
+}
+
+// DrainPool implements sandbox.Pool.
+func (r *Runtime) DrainPool(ctx context.Context, class string, n int) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed() {
+		return 0, sandbox.ErrUnavailable
+	}
+	removed := 0
+	for c, l := range r.pool {
+		if class != "" && c != class {
+			continue
+		}
+		k := len(l)
+		if n >= 0 {
+			k = min(k, n-removed)
+		}
+		removed += k
+		if k == len(l) {
+			delete(r.pool, c)
+		} else {
+			r.pool[c] = l[:len(l)-k]
+		}
+	}
+	r.save()
+	return removed, nil
+}
+
+// PoolStats implements sandbox.Pool.
+func (r *Runtime) PoolStats() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int, len(r.pool))
+	for c, l := range r.pool {
+		out[c] = len(l)
+	}
+	return out
 }
 
 func (r *Runtime) container(sandboxID, name string) (*simSandbox, *simContainer, error) {

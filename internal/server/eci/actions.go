@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,32 +67,6 @@ func (h *Handler) describeContainerGroups(ctx context.Context, c Caller, p *para
 	return map[string]any{"ContainerGroups": groups, "TotalCount": page.Total, "NextToken": page.NextToken}, nil
 }
 
-func (h *Handler) describeContainerGroupStatus(ctx context.Context, c Caller, p *params, _ *http.Request) (map[string]any, error) {
-	o := listFilter(p)
-	if p.err != nil {
-		return nil, p.err
-	}
-	page, err := h.cfg.Backend.ListGroups(ctx, c, o)
-	if err != nil {
-		return nil, err
-	}
-	data := make([]map[string]any, 0, len(page.Items))
-	for _, g := range page.Items {
-		var cs []map[string]any
-		for _, st := range append(append([]api.ContainerStatus{}, g.InitContainers...), g.Containers...) {
-			st := st
-			cs = append(cs, map[string]any{"Name": st.Name, "Image": st.Image, "ImageID": st.ImageID, "Ready": st.Ready,
-				"RestartCount": st.RestartCount, "State": state(&st), "LastState": state(st.LastState)})
-		}
-		data = append(data, map[string]any{
-			"ContainerGroupId": g.ID, "ContainerGroupName": g.Name, "Status": string(g.Status), "Tags": tagList(g.Spec.Tags),
-			"PodStatus": map[string]any{"Phase": string(g.Status), "Reason": g.Reason, "Message": g.Message, "PodIp": g.IP, "HostIp": g.HostIP,
-				"StartTime": eciTime(g.StartedAt), "ContainerStatuses": nonNilMaps(cs)},
-		})
-	}
-	return map[string]any{"Data": data, "TotalCount": page.Total, "NextToken": page.NextToken}, nil
-}
-
 func (h *Handler) deleteContainerGroup(ctx context.Context, c Caller, p *params, _ *http.Request) (map[string]any, error) {
 	id := p.required("ContainerGroupId")
 	if p.err != nil {
@@ -111,45 +84,6 @@ func (h *Handler) restartContainerGroup(ctx context.Context, c Caller, p *params
 		return nil, p.err
 	}
 	if _, err := h.cfg.Backend.RestartGroup(ctx, c, id); err != nil {
-		return nil, err
-	}
-	return map[string]any{}, nil
-}
-
-// updateContainerGroup changes what can change without rebuilding the
-// sandbox: tags, restart policy, active deadline. Everything else ECI's
-// update takes is refused by name rather than silently ignored.
-func (h *Handler) updateContainerGroup(ctx context.Context, c Caller, p *params, _ *http.Request) (map[string]any, error) {
-	id := p.required("ContainerGroupId")
-	newTags := tags(p, "Tag")
-	policy := api.RestartPolicy(p.oneOf("RestartPolicy", "Always", "OnFailure", "Never"))
-	deadline := p.int("ActiveDeadlineSeconds", 1, 1<<31-1)
-	for _, k := range []string{"Container", "InitContainer", "Volume", "ImageRegistryCredential"} {
-		if len(p.indices(k)) > 0 {
-			p.fail(unsupported(k, "updating a group's containers or volumes is not supported yet; delete and create it again"))
-		}
-	}
-	for _, k := range []string{"Cpu", "Memory"} {
-		if p.has(k) {
-			p.fail(unsupported(k, "a group's resources are fixed once it is created"))
-		}
-	}
-	if p.err != nil {
-		return nil, p.err
-	}
-	_, err := h.cfg.Backend.UpdateGroup(ctx, c, id, func(g *api.Group) error {
-		if newTags != nil {
-			g.Spec.Tags = newTags
-		}
-		if policy != "" {
-			g.Spec.RestartPolicy = policy
-		}
-		if deadline != nil {
-			g.Spec.ActiveDeadlineSeconds = deadline
-		}
-		return nil
-	})
-	if err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil
@@ -218,7 +152,7 @@ func (h *Handler) execContainerCommand(ctx context.Context, c Caller, p *params,
 		return nil, invalid("ContainerName", fmt.Sprintf("group %s has no container %q", g.ID, ctr))
 	}
 	if g.HostID == "" {
-		return nil, &Error{Status: http.StatusForbidden, Code: "IncorrectStatus", Message: fmt.Sprintf("The container group is %s and not on a host yet.", g.Status)}
+		return nil, &Error{Status: http.StatusBadRequest, Code: "IncorrectStatus", Message: fmt.Sprintf("The container group is %s and not on a host yet.", g.Status)}
 	}
 	token := strings.ToLower(h.newID("")) + randomHex(16)
 	if err := h.cfg.Tokens.PutExecToken(ctx, token, &store.ExecToken{AccountID: c.AccountID, GroupID: g.ID, Container: ctr, Command: cmd, TTY: tty, Stdin: stdin || tty}, time.Minute); err != nil {
@@ -257,42 +191,29 @@ func (h *Handler) serveExecWS(w http.ResponseWriter, r *http.Request) error {
 	return h.cfg.Backend.ExecWS(w, r, Caller{AccountID: t.AccountID}, t.GroupID, q)
 }
 
-func (h *Handler) describeContainerGroupEvents(ctx context.Context, c Caller, p *params, _ *http.Request) (map[string]any, error) {
-	ids := p.jsonList("ContainerGroupIds", 100)
-	if id := p.str("ContainerGroupId"); id != "" {
-		ids = append(ids, id)
-	}
-	if p.err == nil && len(ids) == 0 {
-		p.fail(missing("ContainerGroupIds"))
-	}
-	if p.err != nil {
-		return nil, p.err
-	}
-	var data []map[string]any
-	for _, id := range ids {
-		evs, err := h.cfg.Backend.Events(ctx, c, id)
-		if err != nil {
-			return nil, err
-		}
-		data = append(data, map[string]any{"ContainerGroupId": id, "Events": eventList(evs)})
-	}
-	return map[string]any{"Data": nonNilMaps(data), "TotalCount": len(data)}, nil
-}
-
 func metricRecord(m *api.Metrics, g *api.Group) map[string]any {
 	r := g.Spec.Requests()
-	var ctrs []map[string]any
-	for _, c := range m.Containers {
-		ctrs = append(ctrs, map[string]any{"Name": c.Name,
-			"CPU":    map[string]any{"UsageCoreNanoSeconds": c.CPUNanos},
-			"Memory": map[string]any{"UsageBytes": c.MemoryUsed, "WorkingSet": c.MemoryUsed}})
+	limits := map[string]api.Container{}
+	for _, c := range g.Spec.Containers {
+		limits[c.Name] = c
 	}
+	ctrs := make([]map[string]any, 0, len(m.Containers))
+	for _, c := range m.Containers {
+		lim := limits[c.Name].Resources.Limits
+		ctrs = append(ctrs, map[string]any{"Name": c.Name,
+			"CPU": map[string]any{"UsageCoreNanoSeconds": c.CPUNanos, "Limit": int64(lim.CPU), "Load": 0, "UsageNanoCores": 0},
+			"Memory": map[string]any{"UsageBytes": c.MemoryUsed, "WorkingSet": c.MemoryUsed, "Rss": 0, "Cache": 0,
+				"AvailableBytes": max(int64(lim.Memory)-int64(c.MemoryUsed), 0)}})
+	}
+	// One reading, no history: rates (Load, UsageNanoCores) and the page
+	// cache are not measured and read 0.
 	return map[string]any{
-		"Timestamp":  eciTime(&m.Time),
-		"CPU":        map[string]any{"UsageCoreNanoSeconds": m.CPUNanos, "Limit": r.MilliCPU, "Load": 0, "UsageNanoCores": 0},
-		"Memory":     map[string]any{"UsageBytes": m.MemoryUsed, "Rss": m.MemoryRSS, "WorkingSet": m.MemoryUsed, "AvailableBytes": max(r.Memory-int64(m.MemoryUsed), 0)},
-		"Network":    map[string]any{"Interfaces": []map[string]any{{"Name": "eth0", "RxBytes": m.RxBytes, "TxBytes": m.TxBytes}}},
-		"Containers": nonNilMaps(ctrs),
+		"Timestamp": eciTime(&m.Time),
+		"CPU":       map[string]any{"UsageCoreNanoSeconds": m.CPUNanos, "Limit": r.MilliCPU, "Load": 0, "UsageNanoCores": 0},
+		"Memory": map[string]any{"UsageBytes": m.MemoryUsed, "Rss": m.MemoryRSS, "WorkingSet": m.MemoryUsed, "Cache": 0,
+			"AvailableBytes": max(r.Memory-int64(m.MemoryUsed), 0)},
+		"Network":    map[string]any{"Interfaces": []map[string]any{{"Name": "eth0", "RxBytes": m.RxBytes, "TxBytes": m.TxBytes, "RxErrors": 0, "TxErrors": 0}}},
+		"Containers": ctrs,
 	}
 }
 
@@ -337,7 +258,7 @@ func (h *Handler) describeMultiContainerGroupMetric(ctx context.Context, c Calle
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, map[string]any{"ContainerGroupId": id, "Records": []map[string]any{rec}})
+		out = append(out, map[string]any{"ContainerGroupId": id, "Records": []map[string]any{rec}, "ContainerInfos": []any{}})
 	}
 	return map[string]any{"MonitorDatas": out}, nil
 }
@@ -398,69 +319,6 @@ func (h *Handler) describeRegions(ctx context.Context, c Caller, p *params, r *h
 		return nil, err
 	}
 	return map[string]any{"Regions": []map[string]any{{"RegionId": h.cfg.Region, "RegionEndpoint": r.Host, "Zones": nonNil(zs)}}}, nil
-}
-
-// describeAvailableResource lists, per zone, the largest group shape a
-// host there can take now.
-func (h *Handler) describeAvailableResource(ctx context.Context, c Caller, p *params, _ *http.Request) (map[string]any, error) {
-	want := p.str("ZoneId")
-	if p.err != nil {
-		return nil, p.err
-	}
-	_, hosts, err := h.zones(ctx)
-	if err != nil {
-		return nil, err
-	}
-	type best struct{ cpu, mem int64 }
-	byZone := map[string]*best{}
-	for _, host := range hosts {
-		z := host.Zone
-		if z == "" {
-			z = h.cfg.Region + "-default"
-		}
-		if want != "" && z != want {
-			continue
-		}
-		b := byZone[z]
-		if b == nil {
-			b = &best{}
-			byZone[z] = b
-		}
-		if host.State == api.HostReady {
-			b.cpu = max(b.cpu, host.Capacity.MilliCPU-host.Allocated.MilliCPU)
-			b.mem = max(b.mem, host.Capacity.Memory-host.Allocated.Memory)
-		}
-	}
-	var zonesOut []map[string]any
-	for z, b := range byZone {
-		status := "Available"
-		if b.cpu <= 0 || b.mem <= 0 {
-			status = "SoldOut"
-		}
-		zonesOut = append(zonesOut, map[string]any{"RegionId": h.cfg.Region, "ZoneId": z, "Status": status,
-			"AvailableResources": map[string]any{"AvailableResource": []map[string]any{
-				{"Type": "Cpu", "SupportedResources": map[string]any{"SupportedResource": []map[string]any{{"Value": strconv.FormatFloat(float64(max(b.cpu, 0))/1000, 'f', -1, 64), "Status": status}}}},
-				{"Type": "Memory", "SupportedResources": map[string]any{"SupportedResource": []map[string]any{{"Value": strconv.FormatFloat(float64(max(b.mem, 0))/gib, 'f', 2, 64), "Status": status}}}},
-			}}})
-	}
-	sort.Slice(zonesOut, func(i, j int) bool { return zonesOut[i]["ZoneId"].(string) < zonesOut[j]["ZoneId"].(string) })
-	return map[string]any{"AvailableZones": map[string]any{"AvailableZone": nonNilMaps(zonesOut)}}, nil
-}
-
-// listUsage reports the account's usage against its quota.
-func (h *Handler) listUsage(ctx context.Context, c Caller, p *params, _ *http.Request) (map[string]any, error) {
-	u, err := h.cfg.Backend.AccountUsage(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	item := func(name string, used, quota float64) map[string]any {
-		return map[string]any{"AttributeName": name, "AttributeValue": strconv.FormatFloat(quota, 'f', -1, 64), "UsedValue": strconv.FormatFloat(used, 'f', -1, 64)}
-	}
-	return map[string]any{"AccountId": u.AccountID, "Usages": []map[string]any{
-		item("max-vcpu", float64(u.MilliCPU)/1000, float64(u.Quota.MilliCPU)/1000),
-		item("max-memory-gib", float64(u.Memory)/gib, float64(u.Quota.Memory)/gib),
-		item("max-container-groups", float64(u.Groups), float64(u.Quota.Groups)),
-	}}, nil
 }
 
 func resourceIDs(p *params) []string {

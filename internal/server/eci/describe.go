@@ -43,6 +43,11 @@ func describeGroup(region string, g *api.Group, events []api.Event) map[string]a
 		"DnsConfig":          dnsConfig(g.Spec.DNSConfig),
 		"EciSecurityContext": map[string]any{"Sysctls": sysctlList(g.Spec.SecurityContext)},
 		"Events":             eventList(events),
+		// Cloud networking and billing fields a skiff group has no value
+		// for; present, as ECI returns them, so typed clients see them.
+		"VSwitchId": "", "SecurityGroupId": "", "VpcId": "", "EniInstanceId": "", "InternetIp": "", "Ipv6Address": "",
+		"RamRoleName": "", "ResourceGroupId": "", "Discount": 0,
+		"SucceededTime": "", "FailedTime": "", "ExpiredTime": "",
 	}
 	if g.Spec.TerminationGracePeriodSeconds != nil {
 		out["TerminationGracePeriodSeconds"] = *g.Spec.TerminationGracePeriodSeconds
@@ -83,10 +88,10 @@ func tagList(m map[string]string) []map[string]string {
 
 func state(cs *api.ContainerStatus) map[string]any {
 	if cs == nil {
-		return map[string]any{}
+		return map[string]any{"State": "", "DetailStatus": "", "Reason": "", "Message": "", "StartTime": "", "FinishTime": "", "Signal": 0, "ExitCode": 0}
 	}
 	m := map[string]any{"State": string(cs.State), "DetailStatus": cs.Reason, "Reason": cs.Reason, "Message": cs.Message,
-		"StartTime": eciTime(cs.StartedAt), "FinishTime": eciTime(cs.FinishedAt), "Signal": cs.Signal}
+		"StartTime": eciTime(cs.StartedAt), "FinishTime": eciTime(cs.FinishedAt), "Signal": cs.Signal, "ExitCode": 0}
 	if cs.ExitCode != nil {
 		m["ExitCode"] = *cs.ExitCode
 	}
@@ -108,10 +113,11 @@ func containers(specs []api.Container, sts []api.ContainerStatus) []map[string]a
 		}
 		var env []map[string]any
 		for _, e := range c.Env {
-			em := map[string]any{"Key": e.Name, "Value": e.Value}
+			path := ""
 			if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
-				em["ValueFrom"] = map[string]any{"FieldRef": map[string]any{"FieldPath": e.ValueFrom.FieldRef.FieldPath}}
+				path = e.ValueFrom.FieldRef.FieldPath
 			}
+			em := map[string]any{"Key": e.Name, "Value": e.Value, "ValueFrom": map[string]any{"FieldRef": map[string]any{"FieldPath": path}}}
 			env = append(env, em)
 		}
 		m["EnvironmentVars"] = nonNilMaps(env)
@@ -127,13 +133,14 @@ func containers(specs []api.Container, sts []api.ContainerStatus) []map[string]a
 		m["VolumeMounts"] = nonNilMaps(mounts)
 		m["ReadinessProbe"] = probe(c.ReadinessProbe)
 		m["LivenessProbe"] = probe(c.LivenessProbe)
+		sc := map[string]any{"ReadOnlyRootFilesystem": false, "RunAsUser": 0, "Capability": map[string]any{"Adds": []string{}}}
 		if c.SecurityContext != nil {
-			sc := map[string]any{"ReadOnlyRootFilesystem": c.SecurityContext.ReadOnlyRootFilesystem}
+			sc["ReadOnlyRootFilesystem"] = c.SecurityContext.ReadOnlyRootFilesystem
 			if c.SecurityContext.RunAsUser != nil {
 				sc["RunAsUser"] = *c.SecurityContext.RunAsUser
 			}
-			m["SecurityContext"] = sc
 		}
+		m["SecurityContext"] = sc
 		if st != nil {
 			m["Ready"] = st.Ready
 			m["RestartCount"] = st.RestartCount
@@ -147,20 +154,23 @@ func containers(specs []api.Container, sts []api.ContainerStatus) []map[string]a
 	return out
 }
 
+// probe renders a probe with every field ECI has (zero values for a
+// container without one, and for the kinds of check it does not use).
 func probe(p *api.Probe) map[string]any {
 	if p == nil {
-		return map[string]any{}
+		p = &api.Probe{}
 	}
 	m := map[string]any{"InitialDelaySeconds": p.InitialDelaySeconds, "PeriodSeconds": p.PeriodSeconds, "TimeoutSeconds": p.TimeoutSeconds,
-		"SuccessThreshold": p.SuccessThreshold, "FailureThreshold": p.FailureThreshold}
+		"SuccessThreshold": p.SuccessThreshold, "FailureThreshold": p.FailureThreshold, "Execs": []string{},
+		"HttpGet": map[string]any{"Path": "", "Port": 0, "Scheme": ""}, "TcpSocket": map[string]any{"Host": "", "Port": 0}}
 	if p.Exec != nil {
-		m["Execs"] = p.Exec.Command
+		m["Execs"] = nonNil(p.Exec.Command)
 	}
 	if p.HTTPGet != nil {
 		m["HttpGet"] = map[string]any{"Path": p.HTTPGet.Path, "Port": p.HTTPGet.Port, "Scheme": p.HTTPGet.Scheme}
 	}
 	if p.TCPSocket != nil {
-		m["TcpSocket"] = map[string]any{"Port": p.TCPSocket.Port}
+		m["TcpSocket"] = map[string]any{"Host": "", "Port": p.TCPSocket.Port}
 	}
 	return m
 }
@@ -168,7 +178,10 @@ func probe(p *api.Probe) map[string]any {
 func volumes(vs []api.Volume) []map[string]any {
 	out := make([]map[string]any, 0, len(vs))
 	for _, v := range vs {
-		m := map[string]any{"Name": v.Name}
+		// Every field of ECI's volume record, zero unless the type sets it.
+		m := map[string]any{"Name": v.Name, "Type": "", "EmptyDirVolumeMedium": "", "ConfigFileVolumeConfigFileToPaths": []map[string]any{},
+			"NFSVolumeServer": "", "NFSVolumePath": "", "NFSVolumeReadOnly": false, "DiskVolumeDiskId": "", "DiskVolumeFsType": "",
+			"FlexVolumeDriver": "", "FlexVolumeFsType": "", "FlexVolumeOptions": ""}
 		switch {
 		case v.EmptyDir != nil:
 			m["Type"] = "EmptyDirVolume"
@@ -183,6 +196,11 @@ func volumes(vs []api.Volume) []map[string]any {
 		case v.HostPath != nil:
 			m["Type"] = "HostPathVolume"
 			m["HostPathVolumePath"] = v.HostPath.Path
+		case v.NFS != nil:
+			m["Type"] = "NFSVolume"
+			m["NFSVolumeServer"] = v.NFS.Server
+			m["NFSVolumePath"] = v.NFS.Path
+			m["NFSVolumeReadOnly"] = v.NFS.ReadOnly
 		}
 		out = append(out, m)
 	}

@@ -69,7 +69,8 @@ func fromErr(err error) *Error {
 	case errors.Is(err, errdefs.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "ResourceNotFound", Message: msg}
 	case errors.Is(err, errdefs.ErrIncorrectStat):
-		return &Error{Status: http.StatusForbidden, Code: "IncorrectStatus", Message: msg}
+		// ECI's reference (DeleteContainerGroup) lists IncorrectStatus as 400.
+		return &Error{Status: http.StatusBadRequest, Code: "IncorrectStatus", Message: msg}
 	case errors.Is(err, errdefs.ErrQuota):
 		return &Error{Status: http.StatusForbidden, Code: "QuotaExceeded", Message: msg}
 	case errors.Is(err, errdefs.ErrConflict):

@@ -13,6 +13,7 @@ func FuzzDecodeParams(f *testing.F) {
 	f.Add("ContainerGroupName=a&Container.1.Name=a&Container.1.Image=busybox")
 	f.Add("Container.1.EnvironmentVar.2.Key=K&Container.1.EnvironmentVar.2.FieldRef.FieldPath=status.podIP")
 	f.Add("Container.001.Name=x&Container.99999999.Image=y&Volume.1.Type=ConfigFileVolume&Volume.1.ConfigFileVolume.ConfigFileToPath.1.Content=%%%")
+	f.Add("UpdateType=IncrementalUpdate&Container.1.Name=a&Container.1.EnvironmentVar.1=K%3DV&Container.1.Port.1=80%2FTCP&Container.1.VolumeMount.1=%7B%22Name%22%3A%22v%22%7D")
 	f.Fuzz(func(t *testing.T, raw string) {
 		q, err := url.ParseQuery(raw)
 		if err != nil {
@@ -36,6 +37,12 @@ func FuzzDecodeParams(f *testing.F) {
 		_ = req.Validate()
 		_ = listFilter(newParams(m))
 		_ = decodeCacheRequest(newParams(m), false)
+		up := newParams(m)
+		if ur := decodeUpdate(up); up.err == nil {
+			_ = ur
+		} else if up.err.Code == "" || up.err.Status < 400 {
+			t.Fatalf("bad update error %+v", up.err)
+		}
 	})
 }
 

@@ -57,7 +57,10 @@ type Backend interface {
 	ListGroups(ctx context.Context, c Caller, o ListOptions) (api.List[*api.Group], error)
 	DeleteGroup(ctx context.Context, c Caller, id string) (*api.Group, error)
 	RestartGroup(ctx context.Context, c Caller, id string) (*api.Group, error)
+	// UpdateGroup changes a group's record through fn (tags).
 	UpdateGroup(ctx context.Context, c Caller, id string, fn func(g *api.Group) error) (*api.Group, error)
+	// UpdateGroupSpec is UpdateContainerGroup: see api.UpdateGroupRequest.
+	UpdateGroupSpec(ctx context.Context, c Caller, id string, req *api.UpdateGroupRequest) (*api.Group, error)
 	Events(ctx context.Context, c Caller, id string) ([]api.Event, error)
 	Logs(ctx context.Context, c Caller, id string, o LogOptions) (string, error)
 	Exec(ctx context.Context, c Caller, id string, req api.ExecRequest) (*api.ExecResult, error)
@@ -206,8 +209,10 @@ func (h *Handler) serve(r *http.Request) (map[string]any, error) {
 		return nil, &Error{Status: http.StatusBadRequest, Code: "InvalidParameter", Message: "The query string is not well formed."}
 	}
 	var form url.Values
+	var body []byte
 	if r.Method == http.MethodPost && r.Body != nil {
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxTotalBytes+1))
+		body = b
 		if err != nil {
 			return nil, &Error{Status: http.StatusBadRequest, Code: "InvalidParameter", Message: "The request body could not be read."}
 		}
@@ -228,7 +233,23 @@ func (h *Handler) serve(r *http.Request) (map[string]any, error) {
 	if perr != nil {
 		return nil, perr
 	}
-	caller, aerr := h.authenticate(r.Context(), r.Method, m)
+	var caller Caller
+	var aerr error
+	if auth := r.Header.Get("Authorization"); strings.HasPrefix(auth, SignatureV3+" ") {
+		// The current SDKs' default (signature_v3.go): Action and Version
+		// travel in headers.
+		caller, aerr = h.authenticateV3(r.Context(), r, query, body, auth)
+		if aerr == nil {
+			if m["Action"] == "" {
+				m["Action"] = r.Header.Get("x-acs-action")
+			}
+			if m["Version"] == "" {
+				m["Version"] = r.Header.Get("x-acs-version")
+			}
+		}
+	} else {
+		caller, aerr = h.authenticate(r.Context(), r.Method, m)
+	}
 	if aerr != nil {
 		return nil, aerr
 	}

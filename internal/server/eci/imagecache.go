@@ -56,7 +56,10 @@ func describeCache(c *api.ImageCache) map[string]any {
 	}
 	return map[string]any{"ImageCacheId": c.ID, "ImageCacheName": c.Name, "SnapshotId": c.ID, "Status": string(c.Status),
 		"Progress": progress, "Images": nonNil(c.Images), "CreationTime": eciTime(&c.CreatedAt), "ExpireDateTime": eciTime(c.ExpiresAt),
-		"ImageCacheSize": (c.Size + gib - 1) / gib, "Events": []any{}}
+		"ImageCacheSize": (c.Size + gib - 1) / gib, "Events": []any{},
+		// ECI builds a cache with a temporary container group; skiff's
+		// hosts pull directly, so there is none to name.
+		"ContainerGroupId": ""}
 }
 
 func (h *Handler) createImageCache(ctx context.Context, c Caller, p *params, _ *http.Request) (map[string]any, error) {

@@ -305,8 +305,10 @@ func decodeVolume(p *params, f string) (api.Volume, bool) {
 		v.ConfigFile = cf
 	case "HostPathVolume":
 		v.HostPath = &api.HostPathVolume{Path: p.required(f + "HostPathVolume.Path"), Type: p.oneOf(f+"HostPathVolume.Type", "Directory", "File", "DirectoryOrCreate", "FileOrCreate")}
-	case "NFSVolume", "DiskVolume", "FlexVolume":
-		p.fail(unsupported(f+"Type", t+" volumes need storage this skiff does not offer yet; use EmptyDirVolume, ConfigFileVolume or HostPathVolume"))
+	case "NFSVolume":
+		v.NFS = &api.NFSVolume{Server: p.required(f + "NFSVolume.Server"), Path: p.required(f + "NFSVolume.Path"), ReadOnly: p.bool(f + "NFSVolume.ReadOnly")}
+	case "DiskVolume", "FlexVolume":
+		p.fail(unsupported(f+"Type", t+" volumes need storage this skiff does not offer yet; use EmptyDirVolume, ConfigFileVolume, HostPathVolume or NFSVolume"))
 		return v, false
 	default:
 		p.fail(invalid(f+"Type", "must be EmptyDirVolume, ConfigFileVolume, HostPathVolume or NFSVolume"))

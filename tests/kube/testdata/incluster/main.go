@@ -1,6 +1,10 @@
 // Command incluster is a client-go program run inside a pod by the kube
 // tests: it authenticates with the pod's projected service-account token
 // (rest.InClusterConfig) and says who it is and what it sees.
+//
+// With "watch FILE" it instead prints FILE's content each time it changes,
+// forever: the image has no shell, so a mounted ConfigMap that changes
+// under it was updated with no process run in the pod.
 package main
 
 import (
@@ -17,6 +21,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "watch" {
+		watch(os.Args[2])
+	}
 	cfg, err := rest.InClusterConfig()
 	if err != nil {
 		fmt.Println("in-cluster config:", err)
@@ -41,4 +48,20 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("in-cluster ok: user=%s pods=%d\n", ssr.Status.UserInfo.Username, len(pods.Items))
+}
+
+func watch(file string) {
+	last := "\x00"
+	for {
+		b, err := os.ReadFile(file)
+		cur := string(b)
+		if err != nil {
+			cur = "error: " + err.Error()
+		}
+		if cur != last {
+			fmt.Printf("content: %s\n", cur)
+			last = cur
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
