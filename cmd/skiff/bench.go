@@ -44,9 +44,10 @@ func newBenchBurstCmd(a *cli) *cobra.Command {
 to Running, and reports first-call→all-Running, groups/s, create→Running
 percentiles (the API's status times and the client's view), a single GET's
 latency during the burst, host memory per group (when run on the host) and
-the teardown time. With --vs runc it then starts the same number of
-containers of the same rootfs with 'runc run -d' in a loop and prints the
-ratio. Every group, sandbox and runc container it makes is removed unless
+the teardown time. With --vs runc (or podman) it then starts the same
+number of containers of the same rootfs with 'runc run -d' ('podman run
+-d') in a loop and prints the ratio. Every group, sandbox and peer
+container it makes is removed unless
 --keep.
 
 --pool on waits until the hosts' warm pool holds prepared sandboxes of the
@@ -77,11 +78,11 @@ hits and misses of the burst (poolHits, poolMisses).`,
 			cfg.Pool = pool
 			cfg.Command = strings.Fields(cmdS)
 			if vs != "" {
-				if vs != "runc" {
-					return usagef(cmd, "--vs %q: only runc is supported", vs)
+				if vs != "runc" && vs != "podman" {
+					return usagef(cmd, "--vs %q: want runc or podman", vs)
 				}
 				if peerImage == "" {
-					return usagef(cmd, "--vs runc needs --peer-image, the OCI layout tarball the image was imported from (scripts/build-test-image.sh)")
+					return usagef(cmd, "--vs %s needs --peer-image, the OCI layout tarball the image was imported from (scripts/build-test-image.sh)", vs)
 				}
 				cfg.Peer = &bench.PeerConfig{Runtime: vs, ImageTar: peerImage, Command: cfg.Command}
 			}
@@ -141,7 +142,7 @@ hits and misses of the burst (poolHits, poolMisses).`,
 	fl.StringVar(&pool, "pool", "", "warm pool: on (wait for the hosts' pool of the burst's class to fill), off (require an empty pool), or unset (whatever the hosts hold)")
 	fl.DurationVar(&cfg.PoolWait, "pool-wait", 5*time.Minute, "with --pool: how long to wait for the pool to fill or drain")
 	fl.BoolVar(&cfg.Keep, "keep", false, "leave the groups running (no teardown)")
-	fl.StringVar(&vs, "vs", "", "also run the peer: runc")
+	fl.StringVar(&vs, "vs", "", "also run the peer: runc or podman")
 	fl.StringVar(&peerImage, "peer-image", "", "OCI layout tarball the peer's rootfs is unpacked from (with --vs)")
 	fl.DurationVar(&cfg.Timeout, "timeout", 0, "give up after this long (default 10m)")
 	fl.StringVar(&outFile, "out", "", "also write the full JSON result (with the timeline) to FILE")

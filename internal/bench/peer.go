@@ -15,17 +15,19 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // PeerConfig names the peer runtime and the image its containers run.
 type PeerConfig struct {
-	Runtime string // "runc"
+	Runtime string // "runc" or "podman"
 	// ImageTar is an OCI image layout tarball (scripts/build-test-image.sh
-	// makes one); its layers are unpacked into the peer's bundle rootfs, so
-	// both sides run the same tree.
+	// makes one); its layers are unpacked into the peer's rootfs, so both
+	// sides run the same tree.
 	ImageTar string
 	Command  []string
-	// WorkDir holds the bundle and runc's state; removed afterwards.
+	// WorkDir holds the bundle and the peer's state; removed afterwards.
 	WorkDir string
 }
 
@@ -36,39 +38,104 @@ type PeerResult struct {
 	Timeline        []float64
 }
 
-// RunPeer starts n detached containers one after another, the way a user
-// would with `runc run -d` in a loop, then deletes them all.
-func RunPeer(ctx context.Context, pc PeerConfig, n int, logf func(string, ...any)) (*PeerResult, error) {
-	if pc.Runtime != "runc" {
-		return nil, fmt.Errorf("unknown peer %q: want runc", pc.Runtime)
+// peer is how one peer runtime starts and removes container i.
+type peer struct {
+	name        string
+	run, delete func(ctx context.Context, i int) *exec.Cmd
+	// close releases what the peer holds besides its containers.
+	close func()
+}
+
+// newPeer prepares the peer's rootfs (and bundle) under dir.
+func newPeer(ctx context.Context, pc PeerConfig, dir string) (*peer, error) {
+	rootfs := filepath.Join(dir, "bundle", "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return nil, err
 	}
-	bin, err := exec.LookPath("runc")
-	if err != nil {
-		return nil, errors.New("runc is not installed (apt-get install -y runc)")
+	if err := unpackOCI(pc.ImageTar, rootfs); err != nil {
+		return nil, fmt.Errorf("unpack %s: %w", pc.ImageTar, err)
+	}
+	switch pc.Runtime {
+	case "runc":
+		bin, err := exec.LookPath("runc")
+		if err != nil {
+			return nil, errors.New("runc is not installed (apt-get install -y runc)")
+		}
+		bundle, state := filepath.Join(dir, "bundle"), filepath.Join(dir, "state")
+		if out, err := exec.CommandContext(ctx, bin, "spec", "--bundle", bundle).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("runc spec: %v: %s", err, out)
+		}
+		if err := editSpec(filepath.Join(bundle, "config.json"), pc.Command); err != nil {
+			return nil, err
+		}
+		return &peer{name: "`runc run -d`",
+			run: func(ctx context.Context, i int) *exec.Cmd {
+				return exec.CommandContext(ctx, bin, "--root", state, "run", "-d", "--bundle", bundle, peerID(i))
+			},
+			delete: func(_ context.Context, i int) *exec.Cmd {
+				return exec.Command(bin, "--root", state, "delete", "-f", peerID(i))
+			},
+			close: func() {}}, nil
+	case "podman":
+		bin, err := exec.LookPath("podman")
+		if err != nil {
+			return nil, errors.New("podman is not installed (apt-get install -y podman)")
+		}
+		// Its own storage and state, cgroupfs (no systemd here), runc as
+		// the OCI runtime (crun refuses this host's hybrid cgroups), no
+		// network (skiff's groups get one; the peer is given the benefit),
+		// and limits within the host's hard ones (podman's defaults exceed
+		// them).
+		storage := filepath.Join(dir, "storage")
+		// podman refuses a runroot over 50 characters (socket paths).
+		runroot, err := os.MkdirTemp("/tmp", "skb-")
+		if err != nil {
+			return nil, err
+		}
+		global := []string{"--root", storage, "--runroot", runroot,
+			"--cgroup-manager", "cgroupfs", "--events-backend", "none"}
+		if rc, err := exec.LookPath("runc"); err == nil {
+			global = append(global, "--runtime", rc)
+		}
+		return &peer{name: "`podman run -d`",
+			run: func(ctx context.Context, i int) *exec.Cmd {
+				args := append(append([]string{}, global...), "run", "-d", "--network", "none",
+					"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", "--name", peerID(i), "--rootfs", rootfs)
+				return exec.CommandContext(ctx, bin, append(args, pc.Command...)...)
+			},
+			delete: func(_ context.Context, i int) *exec.Cmd {
+				return exec.Command(bin, append(append([]string{}, global...), "rm", "-f", "-t", "0", peerID(i))...)
+			},
+			// podman makes its overlay home a mount of its own.
+			close: func() {
+				_ = unmountDetach(filepath.Join(storage, "overlay"))
+				_ = os.RemoveAll(runroot)
+			}}, nil
+	}
+	return nil, fmt.Errorf("unknown peer %q: want runc or podman", pc.Runtime)
+}
+
+// RunPeer starts n detached containers one after another, the way a user
+// would with `runc run -d` (or `podman run -d`) in a loop, then deletes
+// them all.
+func RunPeer(ctx context.Context, pc PeerConfig, n int, logf func(string, ...any)) (*PeerResult, error) {
+	if pc.Runtime != "runc" && pc.Runtime != "podman" {
+		return nil, fmt.Errorf("unknown peer %q: want runc or podman", pc.Runtime)
 	}
 	if pc.ImageTar == "" {
 		return nil, errors.New("the peer needs the image as an OCI layout tarball (--peer-image FILE)")
 	}
-	dir, err := os.MkdirTemp(pc.WorkDir, "skiff-bench-runc-")
+	dir, err := os.MkdirTemp(pc.WorkDir, "skiff-bench-"+pc.Runtime+"-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	bundle := filepath.Join(dir, "bundle")
-	state := filepath.Join(dir, "state")
-	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
+	p, err := newPeer(ctx, pc, dir)
+	if err != nil {
 		return nil, err
 	}
-	if err := unpackOCI(pc.ImageTar, filepath.Join(bundle, "rootfs")); err != nil {
-		return nil, fmt.Errorf("unpack %s: %w", pc.ImageTar, err)
-	}
-	if out, err := exec.CommandContext(ctx, bin, "spec", "--bundle", bundle).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("runc spec: %v: %s", err, out)
-	}
-	if err := editSpec(filepath.Join(bundle, "config.json"), pc.Command); err != nil {
-		return nil, err
-	}
-	logf("peer runc: %d containers, `runc run -d` one after another", n)
+	defer p.close()
+	logf("peer %s: %d containers, %s one after another", pc.Runtime, n, p.name)
 	errf, err := os.Create(filepath.Join(dir, "stderr"))
 	if err != nil {
 		return nil, err
@@ -78,7 +145,7 @@ func RunPeer(ctx context.Context, pc PeerConfig, n int, logf func(string, ...any
 	started := 0
 	defer func() { // whatever happens, nothing is left behind
 		for i := range started {
-			_ = exec.Command(bin, "--root", state, "delete", "-f", peerID(i)).Run()
+			_ = p.delete(context.Background(), i).Run()
 		}
 	}()
 	start := time.Now()
@@ -86,19 +153,19 @@ func RunPeer(ctx context.Context, pc PeerConfig, n int, logf func(string, ...any
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		cmd := exec.CommandContext(ctx, bin, "--root", state, "run", "-d", "--bundle", bundle, peerID(i))
+		cmd := p.run(ctx, i)
 		cmd.Stdout, cmd.Stderr = errf, errf // files, not pipes: the container inherits them
 		started = i + 1
 		if err := cmd.Run(); err != nil {
 			b, _ := os.ReadFile(errf.Name())
-			return nil, fmt.Errorf("runc run %s: %v: %s", peerID(i), err, lastLine(b))
+			return nil, fmt.Errorf("%s %s: %v: %s", pc.Runtime, peerID(i), err, lastLine(b))
 		}
 		res.Timeline = append(res.Timeline, time.Since(start).Seconds())
 	}
 	res.Seconds = time.Since(start).Seconds()
-	logf("peer runc: %d running in %.2fs", n, res.Seconds)
-	// Teardown: `runc delete -f`, eight at a time (it is cleanup, not the
-	// figure compared; PeerTeardownSeconds says how long it took).
+	logf("peer %s: %d running in %.2fs", pc.Runtime, n, res.Seconds)
+	// Teardown, eight at a time (it is cleanup, not the figure compared;
+	// PeerTeardownSeconds says how long it took).
 	t0 := time.Now()
 	ids := make(chan int, started)
 	for i := range started {
@@ -113,9 +180,9 @@ func RunPeer(ctx context.Context, pc PeerConfig, n int, logf func(string, ...any
 		go func() {
 			defer wg.Done()
 			for i := range ids {
-				if out, err := exec.Command(bin, "--root", state, "delete", "-f", peerID(i)).CombinedOutput(); err != nil {
+				if out, err := p.delete(ctx, i).CombinedOutput(); err != nil {
 					mu.Lock()
-					derr = fmt.Errorf("runc delete %s: %v: %s", peerID(i), err, out)
+					derr = fmt.Errorf("%s delete %s: %v: %s", pc.Runtime, peerID(i), err, out)
 					mu.Unlock()
 				}
 			}
@@ -313,3 +380,5 @@ func tarMode(m int64) os.FileMode {
 	}
 	return mode
 }
+
+func unmountDetach(path string) error { return unix.Unmount(path, unix.MNT_DETACH) }
