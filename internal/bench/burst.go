@@ -434,6 +434,9 @@ func RunBurst(ctx context.Context, cl *client.Client, cfg BurstConfig) (*BurstRe
 	return res, nil
 }
 
+// teardownConcurrency is how many deletes the teardown keeps in flight.
+var teardownConcurrency = 64
+
 // teardown deletes the groups (force) and waits until the store has none
 // of them left; the agent has removed their sandboxes by then.
 func teardown(ctx context.Context, cl *client.Client, labels map[string]string, ids []string, cfg BurstConfig) (time.Duration, error) {
@@ -446,7 +449,9 @@ func teardown(ctx context.Context, cl *client.Client, labels map[string]string, 
 	var wg sync.WaitGroup
 	var firstErr error
 	var once sync.Once
-	for range max(cfg.Concurrency, 8) {
+	// Deletes are one call per group (as a user's would be); etcd commits
+	// concurrent ones together, so many in flight cost little more than one.
+	for range max(cfg.Concurrency, teardownConcurrency) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -151,18 +150,6 @@ func ensureVeth(host, pod *netlink.Handle, ns netns.NsHandle, hostName string, m
 		return nil, nil, fmt.Errorf("%s addrgenmode: %w", podIfName, err)
 	}
 	return veth, p, nil
-}
-
-// removeVeth deletes a host veth (and so its peer and its routes) by name,
-// in one request. A missing link is not an error.
-func removeVeth(name string) error {
-	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
-	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete veth %s: %w", name, err)
-	}
-	return nil
 }
 
 func linkExists(name string) bool {
