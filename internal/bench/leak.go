@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/skiffhq/skiff/internal/mountinfo"
 )
 
 // leakScope is what one skiff instance of the replay may leave on the
@@ -93,40 +95,8 @@ func (s leakScope) cleanup() {
 
 // mounts are the mount points under the instance's directory.
 func (s leakScope) mounts() []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if mp == s.dir || strings.HasPrefix(mp, s.dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	return out
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	mps, _ := mountinfo.Under(s.dir)
+	return mps
 }
 
 // routes are [destination, device] of the routes into the instance's pod

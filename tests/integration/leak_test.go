@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/skiffhq/skiff/internal/mountinfo"
 )
 
 // podRange holds every pod CIDR the tests hand to agents. TestMain refuses
@@ -216,16 +218,11 @@ func (s scope) ourMounts() []string {
 		}
 		fs := strings.Fields(line)
 		if len(fs) > 4 {
-			out = append(out, unescapeMount(fs[4]))
+			out = append(out, mountinfo.Unescape(fs[4]))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
-}
-
-func unescapeMount(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }
 
 // cgroupDirs lists every cgroup directory below s's parents (not the

@@ -1,7 +1,6 @@
 package linux
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/skiffhq/skiff/internal/mountinfo"
 	"github.com/skiffhq/skiff/internal/sandbox"
 )
 
@@ -475,27 +475,10 @@ func unmountKnown(dir string) error {
 // unmountUnder unmounts every mount at or below dir, deepest first: the
 // pinned namespaces and memory volumes, and whatever a crash left.
 func unmountUnder(dir string) error {
-	f, err := os.Open("/proc/self/mountinfo")
+	mps, err := mountinfo.Under(dir)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	var mps []string
-	prefix := dir + "/"
-	s := bufio.NewScanner(f)
-	s.Buffer(make([]byte, 64<<10), 1<<20)
-	for s.Scan() {
-		// Field 5 is the mount point, with octal escapes for spaces etc.
-		fields := strings.SplitN(s.Text(), " ", 6)
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, prefix) {
-			mps = append(mps, mp)
-		}
-	}
-	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
 	var errs []error
 	for _, mp := range mps {
 		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
@@ -503,22 +486,4 @@ func unmountUnder(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
