@@ -90,9 +90,18 @@ func startSimAgentWith(t *testing.T, ts *testServer, milliCPU int64, memory int6
 	if err != nil {
 		t.Fatal(err)
 	}
-	ag, err := agent.New(agent.Config{Server: ts.srv.AgentAddr, JoinToken: ts.srv.JoinToken, DataDir: t.TempDir(), Name: "sim1",
+	runAgent(t, ts, agent.Config{DataDir: t.TempDir(), Name: "sim1",
 		Capacity:   api.Resources{MilliCPU: milliCPU, Memory: memory, Groups: 50},
-		NewRuntime: func(string) (sandbox.Runtime, error) { return rt, nil }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		NewRuntime: func(string) (sandbox.Runtime, error) { return rt, nil }})
+}
+
+// runAgent joins a real agent, configured by cfg, to ts and runs it until
+// the test ends, then imports a busybox image through the API.
+func runAgent(t *testing.T, ts *testServer, cfg agent.Config) {
+	t.Helper()
+	cfg.Server, cfg.JoinToken = ts.srv.AgentAddr, ts.srv.JoinToken
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	ag, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,9 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,9 +15,7 @@ import (
 	ecisdk "github.com/aliyun/alibaba-cloud-sdk-go/services/eci"
 
 	"github.com/skiffhq/skiff/api"
-	"github.com/skiffhq/skiff/client"
 	"github.com/skiffhq/skiff/internal/agent"
-	"github.com/skiffhq/skiff/internal/image/imagetest"
 	"github.com/skiffhq/skiff/internal/nfs/nfstest"
 	"github.com/skiffhq/skiff/internal/sandbox"
 	"github.com/skiffhq/skiff/internal/sandbox/linux"
@@ -41,32 +36,11 @@ func startLinuxAgent(t *testing.T, ts *testServer) {
 		}
 	})
 	dir := t.TempDir()
-	ag, err := agent.New(agent.Config{Server: ts.srv.AgentAddr, JoinToken: ts.srv.JoinToken, DataDir: dir, Name: "linux1",
+	runAgent(t, ts, agent.Config{DataDir: dir, Name: "linux1",
 		Capacity: api.Resources{MilliCPU: 4000, Memory: 4 << 30, Groups: 20},
 		NewRuntime: func(string) (sandbox.Runtime, error) {
 			return linux.New(linux.Config{StateDir: filepath.Join(dir, "sandboxes"), CgroupParent: parent})
-		},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ag.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ag.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent not ready")
-	}
-	cl, err := client.New(ts.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tar := imagetest.BuildBusybox(t, t.TempDir(), "busybox:latest")
-	if _, err := cl.ImportImage(context.Background(), tar, nil); err != nil {
-		t.Fatalf("import: %v", err)
-	}
+		}})
 }
 
 // TestECINFSVolume creates groups with an NFSVolume through the official
